@@ -1,0 +1,115 @@
+//! A run folder and the loop that fills it.
+//!
+//! ```text
+//! DIR/run.ron                  graph + training config, human-readable
+//! DIR/checkpoint.safetensors   weights, EMA, AdamW moments, step, config (atomic writes)
+//! DIR/metrics.jsonl            one JSON object per step
+//! DIR/loss.svg                 loss curve, written at the end
+//! ```
+
+use anyhow::{Context, Result};
+use fine_core::model::Backend;
+use fine_core::train::Trainer;
+use fine_core::util::{fsx, plot};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Paths inside a run folder.
+pub struct RunDir(pub PathBuf);
+
+impl RunDir {
+    pub fn checkpoint(&self) -> PathBuf {
+        self.0.join("checkpoint.safetensors")
+    }
+    pub fn metrics(&self) -> PathBuf {
+        self.0.join("metrics.jsonl")
+    }
+    pub fn plot(&self) -> PathBuf {
+        self.0.join("loss.svg")
+    }
+    pub fn run_ron(&self) -> PathBuf {
+        self.0.join("run.ron")
+    }
+}
+
+/// The CPU device (CUDA comes through the `cuda` feature later).
+pub fn cpu() -> fine_core::model::store::CpuDevice {
+    Default::default()
+}
+
+/// Writes `run.ron` describing the run.
+pub fn write_run_ron<D: Backend>(dir: &RunDir, t: &Trainer<D>) -> Result<()> {
+    let text = format!(
+        "// Written by `fine train`. The authoritative copy lives in checkpoint.safetensors.\n(\n    graph: {},\n    train: {},\n)\n",
+        fine_core::graph::load::to_ron(&t.dit.graph).replace('\n', "\n    "),
+        ron::ser::to_string_pretty(&t.cfg, Default::default())?.replace('\n', "\n    ")
+    );
+    fsx::write_atomic(&dir.run_ron(), text.as_bytes())
+}
+
+/// Drops metric lines past `step` (written by an interrupted run after its last checkpoint).
+pub fn truncate_metrics(dir: &RunDir, step: usize) -> Result<()> {
+    let path = dir.metrics();
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
+    let kept: String = text
+        .lines()
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s as usize <= step))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fsx::write_atomic(&path, kept.as_bytes())
+}
+
+/// Trains until step `until` (≤ config steps), appending metrics, writing
+/// checkpoints every `ckpt_every` steps and at the end, then the loss plot.
+pub fn train_loop<D: Backend>(t: &mut Trainer<D>, dir: &RunDir, until: usize, label: &str) -> Result<()> {
+    let start = t.step;
+    let total = until.saturating_sub(start);
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(ProgressStyle::with_template("{prefix} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}").unwrap());
+    bar.set_prefix(label.to_string());
+    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(dir.metrics())
+        .with_context(|| format!("opening {}", dir.metrics().display()))?;
+    let t0 = Instant::now();
+    let report_every = (total / 10).max(1);
+    while t.step < until {
+        let ts = Instant::now();
+        let s = t.train_step()?;
+        let ms = ts.elapsed().as_secs_f64() * 1e3;
+        let ips = t.cfg.batch as f64 / (ms / 1e3);
+        writeln!(metrics, "{}", serde_json::json!({"step": s.step, "loss": s.loss, "grad_norm": s.grad_norm, "lr": s.lr, "step_ms": ms, "images_per_s": ips}))?;
+        let done = s.step - start;
+        let it_s = done as f64 / t0.elapsed().as_secs_f64();
+        bar.set_message(format!("loss {:.4} | {:.2} it/s", s.loss, it_s));
+        bar.inc(1);
+        if bar.is_hidden() && (done % report_every == 0 || t.step == until) {
+            eprintln!("{label} step {}/{} loss {:.4} ({:.2} it/s)", s.step, until, s.loss, it_s);
+        }
+        if s.step % t.cfg.ckpt_every == 0 || t.step == until {
+            metrics.flush()?;
+            t.checkpoint().save(&dir.checkpoint())?;
+        }
+    }
+    bar.finish();
+    write_loss_plot(dir, label)?;
+    Ok(())
+}
+
+/// Draws `loss.svg` from `metrics.jsonl` (raw and EMA-smoothed).
+pub fn write_loss_plot(dir: &RunDir, title: &str) -> Result<()> {
+    let text = std::fs::read_to_string(dir.metrics()).unwrap_or_default();
+    let pts: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| Some((v["step"].as_f64()?, v["loss"].as_f64()?)))
+        .collect();
+    let smooth = plot::smooth_ema(&pts, 0.05);
+    let series = [plot::Series { name: "loss".into(), points: pts }, plot::Series { name: "EMA(0.05)".into(), points: smooth }];
+    plot::line_plot_svg(&dir.plot(), &format!("{title}: training loss"), "step", "ε-MSE", &series, true)
+}
+
+/// True if `path` already holds a run.
+pub fn has_run(path: &Path) -> bool {
+    RunDir(path.to_path_buf()).checkpoint().exists()
+}

@@ -1,0 +1,167 @@
+//! `fine train`: a new run from a graph, or `--resume DIR`.
+
+use crate::run::{self, RunDir};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use fine_core::checkpoint::Checkpoint;
+use fine_core::graph;
+use fine_core::train::{LrSchedule, TrainConfig, Trainer};
+use std::path::{Path, PathBuf};
+
+/// Options of `fine train`. Flags override the `--config` file, which
+/// overrides the defaults.
+#[derive(Args, Debug, Default)]
+pub struct TrainArgs {
+    /// Graph file (RON) of the model to train (new runs).
+    #[arg(long)]
+    pub graph: Option<PathBuf>,
+    /// Run configuration file (RON, fields of `TrainConfig`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Output run folder (new runs).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Resume the run in this folder (its stored graph and config are used).
+    #[arg(long, conflicts_with_all = ["graph", "config", "out"])]
+    pub resume: Option<PathBuf>,
+    /// Stop after this global step (the run can be resumed later).
+    #[arg(long)]
+    pub until: Option<usize>,
+    #[command(flatten)]
+    pub over: Overrides,
+}
+
+/// Training-config fields settable from the command line.
+#[derive(Args, Debug, Default, Clone)]
+pub struct Overrides {
+    /// Data set: bundled | fashion-mnist | mnist | idx:IMAGES[,LABELS].
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Split: train | test.
+    #[arg(long)]
+    pub split: Option<String>,
+    /// Use only the first N images.
+    #[arg(long)]
+    pub subset: Option<usize>,
+    /// Total optimizer steps (on --resume: extend the run to this many).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Images per step.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Peak learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Warmup steps.
+    #[arg(long)]
+    pub warmup: Option<usize>,
+    /// Cosine decay to this learning rate after warmup (default: constant).
+    #[arg(long)]
+    pub cosine_min_lr: Option<f64>,
+    /// EMA decay.
+    #[arg(long)]
+    pub ema_decay: Option<f64>,
+    /// Gradient-norm clip (0 disables).
+    #[arg(long)]
+    pub grad_clip: Option<f64>,
+    /// β schedule: linear | cosine.
+    #[arg(long)]
+    pub beta_schedule: Option<String>,
+    /// Checkpoint every N steps.
+    #[arg(long)]
+    pub ckpt_every: Option<usize>,
+}
+
+impl Overrides {
+    /// Applies the flags that were given to `cfg`.
+    pub fn apply(&self, cfg: &mut TrainConfig) -> Result<()> {
+        macro_rules! set { ($($f:ident),*) => { $( if let Some(v) = &self.$f { cfg.$f = v.clone(); } )* } }
+        set!(data, split, steps, batch, seed, lr, warmup, ema_decay, ckpt_every);
+        if let Some(n) = self.subset {
+            cfg.subset = Some(n);
+        }
+        if let Some(m) = self.cosine_min_lr {
+            cfg.lr_schedule = LrSchedule::Cosine { min_lr: m };
+        }
+        if let Some(c) = self.grad_clip {
+            cfg.grad_clip = (c > 0.0).then_some(c);
+        }
+        if let Some(b) = &self.beta_schedule {
+            cfg.beta_schedule = b.parse()?;
+        }
+        Ok(())
+    }
+
+    /// Flags that would change a stored config (all but `steps`).
+    fn changing(&self) -> Vec<&'static str> {
+        let o = self;
+        [
+            (o.data.is_some(), "--data"), (o.split.is_some(), "--split"), (o.subset.is_some(), "--subset"),
+            (o.batch.is_some(), "--batch"), (o.seed.is_some(), "--seed"), (o.lr.is_some(), "--lr"),
+            (o.warmup.is_some(), "--warmup"), (o.cosine_min_lr.is_some(), "--cosine-min-lr"),
+            (o.ema_decay.is_some(), "--ema-decay"), (o.grad_clip.is_some(), "--grad-clip"),
+            (o.beta_schedule.is_some(), "--beta-schedule"), (o.ckpt_every.is_some(), "--ckpt-every"),
+        ]
+        .into_iter()
+        .filter_map(|(set, name)| set.then_some(name))
+        .collect()
+    }
+}
+
+/// Reads a `TrainConfig` RON file with `file:line:col` errors.
+pub fn load_config(path: &Path) -> Result<TrainConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+    ron::from_str(&text).map_err(|e| anyhow!("{}:{}:{}: {}", path.display(), e.position.line, e.position.col, e.code))
+}
+
+/// Runs `fine train`.
+pub fn run(a: TrainArgs) -> Result<()> {
+    let dev = run::cpu();
+    let (mut trainer, dir) = if let Some(dir) = &a.resume {
+        let changing = a.over.changing();
+        if !changing.is_empty() {
+            bail!("--resume keeps the run's stored configuration; remove {} (only --steps and --until may be given)", changing.join(", "));
+        }
+        let rd = RunDir(dir.clone());
+        let ck = Checkpoint::load(&rd.checkpoint())?;
+        let mut t = Trainer::from_checkpoint(dev, ck)?;
+        if let Some(s) = a.over.steps {
+            if s < t.step {
+                bail!("--steps {s} is below the run's current step {}", t.step);
+            }
+            t.cfg.steps = s;
+        }
+        run::truncate_metrics(&rd, t.step)?;
+        eprintln!("resuming {} at step {}/{}", dir.display(), t.step, t.cfg.steps);
+        (t, rd)
+    } else {
+        let gpath = a.graph.as_ref().ok_or_else(|| anyhow!("--graph FILE is required (or --resume DIR)"))?;
+        let out = a.out.as_ref().ok_or_else(|| anyhow!("--out DIR is required (or --resume DIR)"))?;
+        if run::has_run(out) {
+            bail!("{} already holds a run; use --resume {} or another --out", out.display(), out.display());
+        }
+        let g = graph::load::from_file(gpath)?;
+        let mut cfg = match &a.config {
+            Some(p) => load_config(p)?,
+            None => TrainConfig::default(),
+        };
+        a.over.apply(&mut cfg)?;
+        let t = Trainer::new(dev, &g, cfg, None)?;
+        let rd = RunDir(out.clone());
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        run::write_run_ron(&rd, &t)?;
+        eprintln!("training {} ({} parameters) on {} [{} images] for {} steps → {}", g.name, t.store.num_values(), t.cfg.data, t.data.len, t.cfg.steps, out.display());
+        (t, rd)
+    };
+    let until = a.until.unwrap_or(trainer.cfg.steps).min(trainer.cfg.steps);
+    let name = trainer.dit.graph.name.clone();
+    run::train_loop(&mut trainer, &dir, until, &name)?;
+    println!("run: {}", dir.0.display());
+    println!("checkpoint: {} (step {})", dir.checkpoint().display(), trainer.step);
+    println!("metrics: {}", dir.metrics().display());
+    println!("loss plot: {}", dir.plot().display());
+    Ok(())
+}

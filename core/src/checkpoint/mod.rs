@@ -1,0 +1,150 @@
+//! Checkpoints: one safetensors file per run holding weights, EMA weights,
+//! AdamW moments, the step, and — in its metadata — the resolved graph,
+//! training config and parameterization (the config travels with the weights).
+//!
+//! Tensor names: `param/<leaf>`, `ema/<leaf>`, `adam.m/<leaf>`, `adam.v/<leaf>`.
+//! A CRC-32 of all tensor bytes (in name order) is stored in the metadata and
+//! checked on load, so a flipped bit is refused, not trained on. Writes are
+//! atomic (see [`crate::util::fsx::write_atomic`]).
+//!
+//! The random state is `(seed, step)`: every random draw of step `s` comes
+//! from ChaCha8 stream `s` of the seed (see `train::trainer`), so the step
+//! fully determines it.
+
+use crate::graph::{self, Graph};
+use crate::model::Parameterization;
+use crate::train::TrainConfig;
+use anyhow::{anyhow, bail, Context, Result};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// Format tag written into every checkpoint.
+pub const FORMAT: &str = "fine-checkpoint/1";
+
+/// Everything needed to resume a run exactly.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// The architecture.
+    pub graph: Graph,
+    /// The run configuration.
+    pub train: TrainConfig,
+    /// How weights are made from leaves.
+    pub spec: Parameterization,
+    /// Optimizer steps completed.
+    pub step: usize,
+    /// Leaf values.
+    pub params: BTreeMap<String, Vec<f32>>,
+    /// EMA leaf values.
+    pub ema: BTreeMap<String, Vec<f32>>,
+    /// AdamW first moments (trainable leaves).
+    pub adam_m: BTreeMap<String, Vec<f32>>,
+    /// AdamW second moments (trainable leaves).
+    pub adam_v: BTreeMap<String, Vec<f32>>,
+    /// Free-form extra metadata (e.g. the strategy that made the run).
+    pub extra: BTreeMap<String, String>,
+}
+
+fn to_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+impl Checkpoint {
+    /// Serializes to safetensors bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let shapes = self.spec.leaf_shapes();
+        let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (prefix, map) in [("param", &self.params), ("ema", &self.ema), ("adam.m", &self.adam_m), ("adam.v", &self.adam_v)] {
+            for (name, v) in map {
+                let shape = shapes.get(name).cloned().unwrap_or_else(|| vec![v.len()]);
+                named.push((format!("{prefix}/{name}"), shape, to_bytes(v)));
+            }
+        }
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut crc = crc32fast::Hasher::new();
+        named.iter().for_each(|(_, _, b)| crc.update(b));
+        let mut meta: HashMap<String, String> = self.extra.iter().map(|(k, v)| (format!("extra.{k}"), v.clone())).collect();
+        meta.insert("format".into(), FORMAT.into());
+        meta.insert("step".into(), self.step.to_string());
+        meta.insert("graph".into(), graph::load::to_ron(&self.graph));
+        meta.insert("train".into(), ron::ser::to_string_pretty(&self.train, Default::default())?);
+        meta.insert("parameterization".into(), ron::to_string(&self.spec)?);
+        meta.insert("crc32".into(), format!("{:08x}", crc.finalize()));
+        let views = named
+            .iter()
+            .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
+            .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+        Ok(safetensors::serialize(views, &Some(meta))?)
+    }
+
+    /// Writes atomically to `path`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        crate::util::fsx::write_atomic(path, &self.to_bytes()?)
+    }
+
+    /// Reads and verifies a checkpoint; every defect is an error naming `path`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
+        Self::from_bytes(&bytes).with_context(|| format!("checkpoint {} is unusable", path.display()))
+    }
+
+    /// Parses and verifies checkpoint bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| anyhow!("not a complete safetensors file (truncated or corrupt): {e}"))?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| anyhow!("not a complete safetensors file (truncated or corrupt): {e}"))?;
+        let meta = header.metadata().clone().ok_or_else(|| anyhow!("no metadata: not a fine checkpoint"))?;
+        let get = |k: &str| meta.get(k).ok_or_else(|| anyhow!("metadata field `{k}` is missing"));
+        if get("format")? != FORMAT {
+            bail!("format `{}` is not `{FORMAT}`", get("format")?);
+        }
+        let mut names: Vec<String> = st.names().into_iter().cloned().collect();
+        names.sort();
+        let mut crc = crc32fast::Hasher::new();
+        let mut maps: BTreeMap<&str, BTreeMap<String, Vec<f32>>> = BTreeMap::new();
+        for n in &names {
+            let t = st.tensor(n)?;
+            if t.dtype() != Dtype::F32 {
+                bail!("tensor `{n}` has dtype {:?}, expected F32", t.dtype());
+            }
+            crc.update(t.data());
+            let (prefix, leaf) = n.split_once('/').ok_or_else(|| anyhow!("unexpected tensor name `{n}`"))?;
+            let v = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let key = match prefix {
+                "param" => "param",
+                "ema" => "ema",
+                "adam.m" => "adam.m",
+                "adam.v" => "adam.v",
+                _ => bail!("unexpected tensor name `{n}`"),
+            };
+            maps.entry(key).or_default().insert(leaf.to_string(), v);
+        }
+        let crc = format!("{:08x}", crc.finalize());
+        if &crc != get("crc32")? {
+            bail!("data checksum mismatch (stored {}, computed {crc}): the file is corrupted", get("crc32")?);
+        }
+        let graph = graph::load::from_str(get("graph")?, "checkpoint metadata `graph`")?;
+        let train: TrainConfig = ron::from_str(get("train")?).map_err(|e| anyhow!("metadata `train`: {e}"))?;
+        let spec: Parameterization = ron::from_str(get("parameterization")?).map_err(|e| anyhow!("metadata `parameterization`: {e}"))?;
+        let step = get("step")?.parse().map_err(|e| anyhow!("metadata `step`: {e}"))?;
+        let extra = meta.iter().filter_map(|(k, v)| k.strip_prefix("extra.").map(|k| (k.to_string(), v.clone()))).collect();
+        let mut take = |k: &str| maps.remove(k).unwrap_or_default();
+        let ck = Checkpoint { graph, train, spec, step, params: take("param"), ema: take("ema"), adam_m: take("adam.m"), adam_v: take("adam.v"), extra };
+        ck.check_consistent()?;
+        Ok(ck)
+    }
+
+    /// Every leaf has params and EMA values of the right size.
+    fn check_consistent(&self) -> Result<()> {
+        for l in &self.spec.leaves {
+            let n: usize = l.shape.iter().product();
+            for (what, map) in [("param", &self.params), ("ema", &self.ema)] {
+                match map.get(&l.name) {
+                    None => bail!("{what} tensor for leaf `{}` is missing", l.name),
+                    Some(v) if v.len() != n => bail!("{what} `{}` has {} values, shape {:?} needs {n}", l.name, v.len(), l.shape),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,233 @@
+//! Reader for the IDX file format used by MNIST and Fashion-MNIST.
+//!
+//! An IDX file is a 4-byte magic number `00 00 TT ND` (`TT` the element type,
+//! `ND` the number of dimensions), then `ND` big-endian `u32` dimension sizes,
+//! then the elements in row-major order. Only element type `0x08` (unsigned
+//! byte) is supported. Files may be gzip-compressed; compression is detected
+//! from the gzip magic bytes `1f 8b`, never from the file name.
+
+use anyhow::{bail, Result};
+use flate2::read::MultiGzDecoder;
+use std::io::Read;
+use std::path::Path;
+
+/// Element type code of unsigned bytes, the only one supported.
+const TYPE_U8: u8 = 0x08;
+/// Most dimensions an IDX header may declare.
+const MAX_DIMS: usize = 8;
+/// Largest payload accepted (4 GiB); larger headers are treated as corrupt.
+const MAX_ELEMENTS: usize = 1 << 32;
+
+/// An n-dimensional array of bytes read from an IDX file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdxArray {
+    /// Dimension sizes, outermost first (e.g. `[N, H, W]` for images).
+    pub dims: Vec<usize>,
+    /// Elements in row-major order; `data.len()` is the product of `dims`.
+    pub data: Vec<u8>,
+}
+
+/// Reads an IDX file, plain or gzip-compressed.
+///
+/// Errors name `path` and the defect: missing file, unreadable file, corrupt
+/// gzip stream, or any header/payload problem reported by [`parse_idx`].
+pub fn read_idx(path: &Path) -> Result<IdxArray> {
+    let origin = path.display().to_string();
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!("{origin}: not found"),
+        Err(e) => bail!("{origin}: cannot read file: {e}"),
+    };
+    parse_idx(&bytes, &origin)
+}
+
+/// Returns true when `bytes` starts with the gzip magic number.
+pub fn is_gzip(bytes: &[u8]) -> bool {
+    bytes.len() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b
+}
+
+/// Parses IDX content held in memory; gzip-compressed content is decompressed
+/// first. `origin` (a path or other label) starts every error message.
+pub fn parse_idx(bytes: &[u8], origin: &str) -> Result<IdxArray> {
+    if is_gzip(bytes) {
+        let mut raw = Vec::new();
+        if let Err(e) = MultiGzDecoder::new(bytes).read_to_end(&mut raw) {
+            bail!("{origin}: corrupt or truncated gzip stream: {e}");
+        }
+        return parse_raw(&raw, origin);
+    }
+    parse_raw(bytes, origin)
+}
+
+/// Parses uncompressed IDX content.
+fn parse_raw(bytes: &[u8], origin: &str) -> Result<IdxArray> {
+    if bytes.len() < 4 {
+        bail!(
+            "{origin}: truncated IDX header: expected at least 4 bytes, {} present",
+            bytes.len()
+        );
+    }
+    if bytes[0] != 0 || bytes[1] != 0 {
+        bail!(
+            "{origin}: bad IDX magic: first two bytes are {:#04x} {:#04x}, expected 0x00 0x00 \
+             (not an IDX file?)",
+            bytes[0],
+            bytes[1]
+        );
+    }
+    let type_code = bytes[2];
+    if type_code != TYPE_U8 {
+        bail!("{origin}: unsupported IDX element type {type_code:#04x} (only 0x08, unsigned byte, is supported)");
+    }
+    let ndims = bytes[3] as usize;
+    if ndims == 0 || ndims > MAX_DIMS {
+        bail!("{origin}: bad IDX dimension count {ndims} (expected 1 to {MAX_DIMS})");
+    }
+    let header_len = 4 + 4 * ndims;
+    if bytes.len() < header_len {
+        bail!(
+            "{origin}: truncated IDX header: expected {header_len} bytes, {} present",
+            bytes.len()
+        );
+    }
+    let dims: Vec<usize> = bytes[4..header_len]
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
+        .collect();
+    let count = element_count(&dims, origin)?;
+    let expected = header_len + count;
+    if bytes.len() < expected {
+        bail!(
+            "{origin}: truncated IDX data: dims {dims:?} expected {expected} bytes, {} present",
+            bytes.len()
+        );
+    }
+    if bytes.len() > expected {
+        bail!(
+            "{origin}: trailing garbage: dims {dims:?} expected {expected} bytes, {} present ({} extra)",
+            bytes.len(),
+            bytes.len() - expected
+        );
+    }
+    Ok(IdxArray {
+        dims,
+        data: bytes[header_len..].to_vec(),
+    })
+}
+
+/// Product of `dims`, rejecting zero sizes and absurd totals.
+fn element_count(dims: &[usize], origin: &str) -> Result<usize> {
+    let mut count: usize = 1;
+    for (i, &d) in dims.iter().enumerate() {
+        if d == 0 {
+            bail!("{origin}: bad IDX dims {dims:?}: dimension {i} is zero");
+        }
+        count = match count.checked_mul(d) {
+            Some(c) if c <= MAX_ELEMENTS => c,
+            _ => bail!("{origin}: absurd IDX dims {dims:?}: more than {MAX_ELEMENTS} elements"),
+        };
+    }
+    Ok(count)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use flate2::{write::GzEncoder, Compression};
+    use std::io::Write;
+
+    /// Builds raw IDX bytes of type `ty` with `dims` and `data`.
+    pub(crate) fn make_idx(ty: u8, dims: &[u32], data: &[u8]) -> Vec<u8> {
+        let mut b = vec![0, 0, ty, dims.len() as u8];
+        for d in dims {
+            b.extend_from_slice(&d.to_be_bytes());
+        }
+        b.extend_from_slice(data);
+        b
+    }
+
+    /// Gzip-compresses `bytes`.
+    pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut e = GzEncoder::new(Vec::new(), Compression::fast());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn err(bytes: &[u8]) -> String {
+        format!("{:#}", parse_idx(bytes, "ORIGIN").unwrap_err())
+    }
+
+    #[test]
+    fn parses_plain_and_gzip() {
+        let raw = make_idx(8, &[2, 3], &[1, 2, 3, 4, 5, 6]);
+        let want = IdxArray {
+            dims: vec![2, 3],
+            data: vec![1, 2, 3, 4, 5, 6],
+        };
+        assert_eq!(parse_idx(&raw, "x").unwrap(), want);
+        assert_eq!(parse_idx(&gzip(&raw), "x").unwrap(), want);
+    }
+
+    #[test]
+    fn reads_files_regardless_of_extension() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = make_idx(8, &[4], &[9, 8, 7, 6]);
+        let p1 = dir.path().join("plain.gz");
+        let p2 = dir.path().join("packed");
+        std::fs::write(&p1, &raw).unwrap();
+        std::fs::write(&p2, gzip(&raw)).unwrap();
+        assert_eq!(read_idx(&p1).unwrap().data, vec![9, 8, 7, 6]);
+        assert_eq!(read_idx(&p2).unwrap().dims, vec![4]);
+    }
+
+    #[test]
+    fn bad_inputs_name_origin_and_defect() {
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (vec![1, 0, 8, 1, 0, 0, 0, 1, 5], "bad IDX magic"),
+            (
+                make_idx(0x0d, &[1], &[0, 0, 0, 0]),
+                "unsupported IDX element type 0x0d",
+            ),
+            (make_idx(8, &[2, 0], &[]), "dimension 1 is zero"),
+            (make_idx(8, &[], &[]), "dimension count 0"),
+            (make_idx(8, &[u32::MAX, u32::MAX, 16], &[]), "absurd"),
+            (
+                make_idx(8, &[2, 3], &[1, 2, 3]),
+                "truncated IDX data: dims [2, 3] expected 18 bytes, 15 present",
+            ),
+            (make_idx(8, &[2], &[1, 2, 3]), "trailing garbage"),
+            (vec![0, 0, 8], "truncated IDX header"),
+            (
+                make_idx(8, &[2, 3, 4], &[])[..10].to_vec(),
+                "truncated IDX header",
+            ),
+        ];
+        for (bytes, defect) in cases {
+            let msg = err(&bytes);
+            assert!(msg.starts_with("ORIGIN: "), "{msg}");
+            assert!(msg.contains(defect), "{msg} lacks {defect}");
+        }
+    }
+
+    #[test]
+    fn corrupt_gzip_is_an_error() {
+        let gz = gzip(&make_idx(8, &[64], &[7; 64]));
+        let msg = err(&gz[..gz.len() / 2]);
+        assert!(msg.starts_with("ORIGIN: ") && msg.contains("gzip"), "{msg}");
+        let mut bad = gz.clone();
+        bad[12] ^= 0xff;
+        bad[13] ^= 0xff;
+        assert!(parse_idx(&bad, "ORIGIN").is_err());
+    }
+
+    #[test]
+    fn missing_file_says_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("nope-idx1-ubyte");
+        let msg = format!("{:#}", read_idx(&p).unwrap_err());
+        assert!(
+            msg.contains(&p.display().to_string()) && msg.contains("not found"),
+            "{msg}"
+        );
+    }
+}

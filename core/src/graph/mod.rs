@@ -1,0 +1,49 @@
+//! Architecture graphs: RON files that describe one diffusion transformer each.
+//!
+//! - `schema` (private, re-exported here): the [`Graph`] data type and its fields.
+//! - [`load`]: parse a RON file or string into a validated [`Graph`], and back.
+//! - [`validate`](mod@validate): shape and range checks that report every problem at once.
+//! - [`cost`]: parameter names/shapes (DiT state-dict order), counts, FLOPs
+//!   and a human-readable summary.
+
+mod schema;
+pub use schema::*;
+
+pub mod cost;
+pub mod load;
+pub mod validate;
+
+pub use cost::{describe, flops_per_image, param_count, param_groups, param_shapes, Flops};
+pub use load::{from_file, from_str, to_ron};
+pub use validate::validate;
+
+/// A DiT-style graph with default block/timestep settings, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_graph(
+    channels: usize,
+    side: usize,
+    patch_size: usize,
+    hidden: usize,
+    depth: usize,
+    heads: usize,
+) -> Graph {
+    Graph {
+        name: "test".into(),
+        input: InputSpec {
+            channels,
+            height: side,
+            width: side,
+        },
+        patch_size,
+        hidden,
+        depth,
+        heads,
+        mlp_ratio: 4.0,
+        conditioning: Conditioning {
+            num_classes: 10,
+            label_dropout: 0.1,
+        },
+        block: BlockSpec::default(),
+        timestep: TimestepSpec::default(),
+    }
+}

@@ -1,0 +1,230 @@
+//! Semantic checks on a parsed [`Graph`]: every size must be positive and the
+//! shapes must fit together (patches tile the image, heads split the width).
+//!
+//! All problems are collected and reported together, one per line, each
+//! naming the offending field path and its value.
+
+use super::Graph;
+
+/// Checks that `g` describes a buildable DiT.
+///
+/// On failure the error message lists every problem found, one per line,
+/// e.g. `hidden (100) is not divisible by heads (3)`.
+pub fn validate(g: &Graph) -> anyhow::Result<()> {
+    let problems = problems(g);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
+    anyhow::bail!(
+        "graph `{}` has {} problem(s):\n{}",
+        g.name,
+        problems.len(),
+        list.join("\n")
+    )
+}
+
+/// Every problem with `g`, one message each; empty when the graph is valid.
+pub fn problems(g: &Graph) -> Vec<String> {
+    let mut out = Vec::new();
+    check_sizes(g, &mut out);
+    check_mlp(g, &mut out);
+    check_conditioning(g, &mut out);
+    check_block_and_timestep(g, &mut out);
+    out
+}
+
+/// Positive sizes and the divisibility constraints between them.
+fn check_sizes(g: &Graph, out: &mut Vec<String>) {
+    let positive = [
+        ("input.channels", g.input.channels),
+        ("input.height", g.input.height),
+        ("input.width", g.input.width),
+        ("patch_size", g.patch_size),
+        ("hidden", g.hidden),
+        ("heads", g.heads),
+    ];
+    for (field, value) in positive {
+        if value == 0 {
+            out.push(format!("{field} must be at least 1 (got 0)"));
+        }
+    }
+    if g.depth == 0 {
+        out.push("depth must be at least 1 (got 0)".into());
+    }
+    if g.patch_size > 0 {
+        for (field, side) in [
+            ("input.height", g.input.height),
+            ("input.width", g.input.width),
+        ] {
+            if side > 0 && side % g.patch_size != 0 {
+                out.push(format!(
+                    "{field} ({side}) is not divisible by patch_size ({})",
+                    g.patch_size
+                ));
+            }
+        }
+    }
+    if g.heads > 0 && g.hidden > 0 && g.hidden % g.heads != 0 {
+        out.push(format!(
+            "hidden ({}) is not divisible by heads ({})",
+            g.hidden, g.heads
+        ));
+    }
+}
+
+/// `mlp_ratio` must be a positive finite number giving a non-empty MLP.
+fn check_mlp(g: &Graph, out: &mut Vec<String>) {
+    let r = g.mlp_ratio;
+    if !r.is_finite() || r <= 0.0 {
+        out.push(format!("mlp_ratio ({r}) must be a finite number > 0"));
+    } else if g.hidden > 0 && g.mlp_hidden() == 0 {
+        out.push(format!(
+            "mlp_ratio ({r}) × hidden ({}) gives an MLP hidden width of 0",
+            g.hidden
+        ));
+    }
+}
+
+/// Class count and label dropout.
+fn check_conditioning(g: &Graph, out: &mut Vec<String>) {
+    let c = &g.conditioning;
+    if c.num_classes == 0 {
+        out.push("conditioning.num_classes must be at least 1 (got 0)".into());
+    }
+    let p = c.label_dropout;
+    if !(0.0..1.0).contains(&p) {
+        out.push(format!(
+            "conditioning.label_dropout ({p}) must be in [0, 1)"
+        ));
+    }
+}
+
+/// LayerNorm epsilon and the sinusoidal timestep embedding.
+fn check_block_and_timestep(g: &Graph, out: &mut Vec<String>) {
+    let eps = g.block.norm_eps;
+    if !eps.is_finite() || eps <= 0.0 {
+        out.push(format!(
+            "block.norm_eps ({eps}) must be a finite number > 0"
+        ));
+    }
+    let f = g.timestep.freq_dim;
+    if f == 0 || f % 2 != 0 {
+        out.push(format!(
+            "timestep.freq_dim ({f}) must be even and at least 2"
+        ));
+    }
+    let mp = g.timestep.max_period;
+    if !mp.is_finite() || mp <= 0.0 {
+        out.push(format!(
+            "timestep.max_period ({mp}) must be a finite number > 0"
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::test_graph;
+
+    fn tiny() -> Graph {
+        test_graph(1, 28, 4, 32, 2, 2)
+    }
+
+    fn only_problem(g: &Graph) -> String {
+        let p = problems(g);
+        assert_eq!(p.len(), 1, "expected exactly one problem, got {p:?}");
+        p[0].clone()
+    }
+
+    #[test]
+    fn valid_graph_passes() {
+        validate(&tiny()).unwrap();
+        // Odd head_dim is allowed (hidden 30, heads 2 → 15).
+        validate(&test_graph(1, 28, 4, 30, 2, 2)).unwrap();
+    }
+
+    #[test]
+    fn divisibility_names_fields_and_values() {
+        let mut g = tiny();
+        g.hidden = 100;
+        g.heads = 3;
+        assert_eq!(
+            only_problem(&g),
+            "hidden (100) is not divisible by heads (3)"
+        );
+        let mut g = tiny();
+        g.patch_size = 3;
+        let p = problems(&g);
+        assert_eq!(p[0], "input.height (28) is not divisible by patch_size (3)");
+        assert_eq!(p[1], "input.width (28) is not divisible by patch_size (3)");
+    }
+
+    #[test]
+    fn zero_sizes_are_rejected() {
+        let mut g = tiny();
+        g.depth = 0;
+        assert!(only_problem(&g).starts_with("depth must be at least 1"));
+        for set in [
+            |g: &mut Graph| g.input.channels = 0,
+            |g: &mut Graph| g.input.height = 0,
+            |g: &mut Graph| g.input.width = 0,
+            |g: &mut Graph| g.patch_size = 0,
+            |g: &mut Graph| g.hidden = 0,
+            |g: &mut Graph| g.heads = 0,
+        ] {
+            let mut g = tiny();
+            set(&mut g);
+            assert!(only_problem(&g).contains("must be at least 1 (got 0)"));
+        }
+    }
+
+    #[test]
+    fn ranges_are_checked() {
+        type Case = (fn(&mut Graph), &'static str);
+        let cases: [Case; 9] = [
+            (|g| g.mlp_ratio = 0.0, "mlp_ratio (0)"),
+            (|g| g.mlp_ratio = f64::NAN, "mlp_ratio (NaN)"),
+            (|g| g.mlp_ratio = 0.01, "MLP hidden width of 0"),
+            (
+                |g| g.conditioning.label_dropout = 1.0,
+                "conditioning.label_dropout (1)",
+            ),
+            (
+                |g| g.conditioning.label_dropout = -0.1,
+                "conditioning.label_dropout (-0.1)",
+            ),
+            (
+                |g| g.conditioning.num_classes = 0,
+                "conditioning.num_classes",
+            ),
+            (|g| g.timestep.freq_dim = 255, "timestep.freq_dim (255)"),
+            (|g| g.timestep.freq_dim = 0, "timestep.freq_dim (0)"),
+            (|g| g.block.norm_eps = 0.0, "block.norm_eps (0)"),
+        ];
+        for (set, expected) in cases {
+            let mut g = tiny();
+            set(&mut g);
+            let p = only_problem(&g);
+            assert!(p.contains(expected), "{p:?} should contain {expected:?}");
+        }
+        let mut g = tiny();
+        g.conditioning.label_dropout = 0.0;
+        validate(&g).unwrap();
+    }
+
+    #[test]
+    fn all_problems_are_reported_one_per_line() {
+        let mut g = tiny();
+        g.depth = 0;
+        g.hidden = 100;
+        g.heads = 3;
+        g.conditioning.num_classes = 0;
+        let msg = validate(&g).unwrap_err().to_string();
+        assert!(msg.contains("3 problem(s)"), "{msg}");
+        assert_eq!(msg.lines().count(), 4, "{msg}");
+        assert!(msg.contains("depth must be at least 1"));
+        assert!(msg.contains("hidden (100) is not divisible by heads (3)"));
+        assert!(msg.contains("conditioning.num_classes"));
+    }
+}

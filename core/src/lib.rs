@@ -1,0 +1,17 @@
+//! # fine-core
+//!
+//! The runtime behind the `fine` CLI, organised as the pipeline it runs:
+//!
+//! `graph` (RON architecture files) → `model` (a DiT built at run time over a
+//! named parameter store) → `diffusion` (noise schedules, loss) → `train`
+//! (AdamW, EMA, the loop, checkpoints) → `sample` (reverse-diffusion solvers)
+//! → `data`/`util` (IDX data, images, plots).
+
+pub mod checkpoint;
+pub mod data;
+pub mod diffusion;
+pub mod graph;
+pub mod model;
+pub mod sample;
+pub mod train;
+pub mod util;

@@ -1,0 +1,18 @@
+//! The model: a DiT built at run time from a [`crate::graph::Graph`] over a
+//! named parameter store.
+//!
+//! * `expr` — parameterizations: model weights as expressions over leaves;
+//! * `store` — the leaves on the device, and the per-forward view;
+//! * `init` — DiT's initialization, documented in one place;
+//! * `layers` — one file per layer, names built by prefix;
+//! * `dit` — the whole network and the patchify/unpatchify helpers.
+
+pub mod dit;
+pub mod expr;
+pub mod init;
+pub mod layers;
+pub mod store;
+
+pub use dit::Dit;
+pub use expr::{Expr, Init, LeafSpec, Parameterization};
+pub use store::{Backend, Flat, Leaf, ParamStore, Params};

@@ -1,0 +1,128 @@
+//! The run configuration (RON). It is stored inside every checkpoint, so a
+//! resumed run cannot silently change it.
+
+use crate::diffusion::BetaSchedule;
+use serde::{Deserialize, Serialize};
+
+/// Everything that defines a training run besides the graph.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Data set: `bundled`, `fashion-mnist`, `mnist` or `idx:IMAGES[,LABELS]`.
+    pub data: String,
+    /// Split: `train` or `test`.
+    pub split: String,
+    /// Use only the first N images of the split.
+    pub subset: Option<usize>,
+    /// Total optimizer steps.
+    pub steps: usize,
+    /// Images per step.
+    pub batch: usize,
+    /// Seed for initialization, data order, timesteps, noise and label dropout.
+    pub seed: u64,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Decoupled weight decay (AdamW); DiT uses 0.
+    pub weight_decay: f64,
+    /// Adam β1.
+    pub beta1: f64,
+    /// Adam β2.
+    pub beta2: f64,
+    /// Adam ε.
+    pub adam_eps: f64,
+    /// Linear warmup steps from 0 to `lr`.
+    pub warmup: usize,
+    /// Learning rate after warmup.
+    pub lr_schedule: LrSchedule,
+    /// Clip the global gradient norm to this value (`None`: no clipping).
+    pub grad_clip: Option<f64>,
+    /// EMA decay of the weights (DiT: 0.9999; short runs want ~0.999).
+    pub ema_decay: f64,
+    /// β schedule of the forward process.
+    pub beta_schedule: BetaSchedule,
+    /// Number of diffusion steps T.
+    pub diffusion_steps: usize,
+    /// Write a checkpoint every N steps (and always at the end).
+    pub ckpt_every: usize,
+}
+
+/// Learning rate after warmup.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub enum LrSchedule {
+    /// Constant at `lr`.
+    #[default]
+    Constant,
+    /// Cosine decay from `lr` to `min_lr` at the last step.
+    Cosine { min_lr: f64 },
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            data: "bundled".into(),
+            split: "train".into(),
+            subset: None,
+            steps: 1000,
+            batch: 32,
+            seed: 0,
+            lr: 1e-4,
+            weight_decay: 0.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            adam_eps: 1e-8,
+            warmup: 0,
+            lr_schedule: LrSchedule::Constant,
+            grad_clip: Some(1.0),
+            ema_decay: 0.9999,
+            beta_schedule: BetaSchedule::Linear,
+            diffusion_steps: 1000,
+            ckpt_every: 500,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Learning rate at (0-based) step `s`.
+    pub fn lr_at(&self, s: usize) -> f64 {
+        if s < self.warmup {
+            return self.lr * (s + 1) as f64 / self.warmup as f64;
+        }
+        match self.lr_schedule {
+            LrSchedule::Constant => self.lr,
+            LrSchedule::Cosine { min_lr } => {
+                let span = self.steps.saturating_sub(self.warmup).max(1) as f64;
+                let p = ((s - self.warmup) as f64 / span).min(1.0);
+                min_lr + 0.5 * (self.lr - min_lr) * (1.0 + (std::f64::consts::PI * p).cos())
+            }
+        }
+    }
+
+    /// Checks values a user could get wrong.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let mut e = Vec::new();
+        if self.batch == 0 {
+            e.push("batch must be at least 1".to_string());
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            e.push(format!("lr must be positive, got {}", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            e.push(format!("ema_decay must be in [0, 1), got {}", self.ema_decay));
+        }
+        if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
+            e.push("beta1 and beta2 must be in [0, 1)".into());
+        }
+        if self.diffusion_steps < 2 {
+            e.push("diffusion_steps must be at least 2".into());
+        }
+        if self.ckpt_every == 0 {
+            e.push("ckpt_every must be at least 1".into());
+        }
+        if let Some(c) = self.grad_clip {
+            if !(c > 0.0) {
+                e.push(format!("grad_clip must be positive, got {c}"));
+            }
+        }
+        if e.is_empty() { Ok(()) } else { anyhow::bail!("invalid training config:\n  {}", e.join("\n  ")) }
+    }
+}
