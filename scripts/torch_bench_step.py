@@ -51,6 +51,7 @@ def main():
     ap.add_argument("--sdpa", action="store_true",
                     help="use F.scaled_dot_product_attention (as current timm does) instead of explicit softmax")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--verbose", action="store_true", help="print per-step times (ms) to stderr")
     args = ap.parse_args()
 
     if args.threads is not None:
@@ -105,6 +106,8 @@ def main():
         step()
         times.append(time.perf_counter() - t0)
     step_ms = statistics.median(times) * 1e3
+    if args.verbose:
+        print("step times (ms): " + " ".join(f"{x * 1e3:.1f}" for x in times), file=sys.stderr)
 
     print(json.dumps({
         "impl": "pytorch",
