@@ -1,0 +1,192 @@
+//! End-to-end tests that drive the real `fine` binary on the bundled
+//! Fashion-MNIST data, including every bad-input case of the runtime.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fine(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fine")).args(args).current_dir(root()).output().expect("running fine")
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = fine(args);
+    assert!(o.status.success(), "fine {args:?} failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// Runs `fine` expecting failure (exit 1, no panic); returns stderr.
+fn fails(args: &[&str]) -> String {
+    let o = fine(args);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(1), "fine {args:?} should fail cleanly; stderr:\n{err}");
+    assert!(!err.contains("panicked"), "fine {args:?} panicked:\n{err}");
+    err
+}
+
+fn losses(run: &Path) -> Vec<String> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!("{}:{}", v["step"], v["loss"])
+        })
+        .collect()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+const TINY: &str = "graphs/fmnist-tiny.ron";
+
+// ---------------------------------------------------------------------------
+// graph check
+// ---------------------------------------------------------------------------
+
+#[test]
+fn graph_check_prints_params_and_flops() {
+    let out = ok(&["graph", "check", "graphs/dit-s-2.ron"]);
+    assert!(out.contains("32,858,896"), "{out}");
+    assert!(out.contains("GFLOPs/image"), "{out}");
+    for f in std::fs::read_dir(root().join("graphs")).unwrap() {
+        let p = f.unwrap().path();
+        if p.extension().is_some_and(|e| e == "ron") {
+            ok(&["graph", "check", s(&p)]);
+        }
+    }
+}
+
+#[test]
+fn graph_check_rejects_bad_graphs_naming_the_problem() {
+    assert!(fails(&["graph", "check", "graphs/bad/syntax.ron"]).contains("graphs/bad/syntax.ron:13:5"));
+    let e = fails(&["graph", "check", "graphs/bad/unknown-field.ron"]);
+    assert!(e.contains("unknown-field.ron:11:15") && e.contains("mlp_ration"), "{e}");
+    assert!(fails(&["graph", "check", "graphs/bad/heads-not-dividing.ron"]).contains("not divisible by heads"));
+    assert!(fails(&["graph", "check", "graphs/bad/patch-not-dividing.ron"]).contains("patch_size"));
+    assert!(fails(&["graph", "check", "graphs/bad/zero-depth.ron"]).contains("depth"));
+    assert!(fails(&["graph", "check", "graphs/nope.ron"]).contains("graphs/nope.ron"));
+}
+
+// ---------------------------------------------------------------------------
+// train / resume / sample
+// ---------------------------------------------------------------------------
+
+#[test]
+fn training_loss_decreases_on_real_data_and_sampling_writes_a_grid() {
+    let d = tempfile::tempdir().unwrap();
+    let run = d.path().join("run");
+    ok(&["train", "--graph", TINY, "--out", s(&run), "--steps", "80", "--batch", "32", "--lr", "2e-3", "--ckpt-every", "40"]);
+    let l: Vec<f64> = losses(&run).iter().map(|x| x.split(':').nth(1).unwrap().parse().unwrap()).collect();
+    assert_eq!(l.len(), 80);
+    let first: f64 = l[..10].iter().sum::<f64>() / 10.0;
+    let last: f64 = l[70..].iter().sum::<f64>() / 10.0;
+    assert!(last < 0.7 * first, "loss did not decrease: first 10 mean {first}, last 10 mean {last}");
+    assert!(run.join("loss.svg").exists() && run.join("run.ron").exists());
+
+    let png = d.path().join("grid.png");
+    ok(&["sample", "--run", s(&run), "--n", "6", "--steps", "8", "--out", s(&png), "--cfg", "2.0"]);
+    let img = image::open(&png).unwrap();
+    assert_eq!((img.width(), img.height()), (6 * 30 + 2, 30 + 2));
+    assert!(fails(&["sample", "--run", s(&run), "--n", "2", "--class", "10", "--out", s(&png)]).contains("--class 10"));
+    assert!(fails(&["sample", "--run", s(&run), "--n", "2", "--sampler", "nope", "--out", s(&png)]).contains("unknown sampler"));
+}
+
+#[test]
+fn resume_reproduces_the_uninterrupted_run_bit_for_bit() {
+    let d = tempfile::tempdir().unwrap();
+    let (a, b) = (d.path().join("a"), d.path().join("b"));
+    let common = ["--graph", TINY, "--steps", "8", "--batch", "8", "--ckpt-every", "3", "--lr", "1e-3", "--cosine-min-lr", "1e-4", "--warmup", "2"];
+    ok(&[&["train", "--out", s(&a)][..], &common].concat());
+    ok(&[&["train", "--out", s(&b), "--until", "5"][..], &common].concat());
+    assert_eq!(losses(&b).len(), 5);
+    // The interrupted run checkpointed at step 5 (the --until stop).
+    ok(&["train", "--resume", s(&b)]);
+    assert_eq!(losses(&a), losses(&b));
+    // Weights, EMA and moments are identical too.
+    let load = |d: &Path| fine_core::checkpoint::Checkpoint::load(&d.join("checkpoint.safetensors")).unwrap();
+    let (ca, cb) = (load(&a), load(&b));
+    assert!(ca.step == 8 && cb.step == 8);
+    assert!(ca.params == cb.params && ca.ema == cb.ema && ca.adam_m == cb.adam_m && ca.adam_v == cb.adam_v, "final states differ");
+}
+
+#[test]
+fn demo_pipeline_runs_end_to_end() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("demo");
+    let text = ok(&["demo", "--out", s(&out), "--steps", "4", "--batch", "4", "--sample-steps", "3"]);
+    assert!(text.contains("samples.png"), "{text}");
+    assert!(out.join("samples.png").exists() && out.join("checkpoint.safetensors").exists());
+    assert!(fails(&["demo", "--out", s(&out), "--steps", "4"]).contains("already holds a run"));
+}
+
+#[test]
+fn bench_step_prints_one_json_line() {
+    let out = ok(&["bench", "step", "--graph", TINY, "--batch", "4", "--steps", "2", "--warmup", "1"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(v["step_ms"].as_f64().unwrap() > 0.0 && v["images_per_s"].as_f64().unwrap() > 0.0);
+}
+
+// ---------------------------------------------------------------------------
+// Bad input: clear error, exit 1, nothing lost
+// ---------------------------------------------------------------------------
+
+#[test]
+fn bad_checkpoints_and_runs_are_refused_without_damage() {
+    let d = tempfile::tempdir().unwrap();
+    let run = d.path().join("run");
+    ok(&["train", "--graph", TINY, "--out", s(&run), "--steps", "2", "--batch", "2"]);
+    let ck = run.join("checkpoint.safetensors");
+    let good = std::fs::read(&ck).unwrap();
+
+    // Training into an existing run neither starts nor touches it.
+    assert!(fails(&["train", "--graph", TINY, "--out", s(&run), "--steps", "2"]).contains("already holds a run"));
+    assert_eq!(std::fs::read(&ck).unwrap(), good);
+    // Resume cannot silently change the configuration.
+    assert!(fails(&["train", "--resume", s(&run), "--batch", "4"]).contains("--batch"));
+
+    // Truncated.
+    std::fs::write(&ck, &good[..good.len() / 2]).unwrap();
+    let e = fails(&["train", "--resume", s(&run), "--steps", "3"]);
+    assert!(e.contains("checkpoint.safetensors") && e.contains("truncated"), "{e}");
+    assert!(fails(&["sample", "--run", s(&run), "--n", "1", "--out", s(&d.path().join("x.png"))]).contains("truncated"));
+    // One flipped bit in the data.
+    let mut bad = good.clone();
+    let n = bad.len();
+    bad[n - 10] ^= 0x10;
+    std::fs::write(&ck, &bad).unwrap();
+    assert!(fails(&["train", "--resume", s(&run), "--steps", "3"]).contains("checksum"));
+    // Not a checkpoint at all / missing.
+    std::fs::write(&ck, b"hello").unwrap();
+    assert!(fails(&["train", "--resume", s(&run)]).contains("checkpoint.safetensors"));
+    assert!(fails(&["train", "--resume", s(&d.path().join("none"))]).contains("none"));
+}
+
+#[test]
+fn bad_data_and_configs_are_clear_errors() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("r");
+    let e = fails(&["train", "--graph", TINY, "--out", s(&out), "--data", "idx:/no/such/images.idx"]);
+    assert!(e.contains("/no/such/images.idx"), "{e}");
+    let bad = d.path().join("bad.idx");
+    std::fs::write(&bad, [1u8, 2, 8, 3, 0, 0, 0, 1]).unwrap();
+    let e = fails(&["train", "--graph", TINY, "--out", s(&out), "--data", &format!("idx:{}", s(&bad))]);
+    assert!(e.contains("bad.idx") && e.contains("magic"), "{e}");
+    // Truncated IDX: header promises 2 images of 28×28, one byte follows.
+    std::fs::write(&bad, [0u8, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 28, 0, 0, 0, 28, 7]).unwrap();
+    assert!(fails(&["train", "--graph", TINY, "--out", s(&out), "--data", &format!("idx:{}", s(&bad))]).contains("truncated"));
+    assert!(fails(&["train", "--graph", TINY, "--out", s(&out), "--data", "cifar"]).contains("unknown dataset"));
+    // A graph whose input does not match the data.
+    assert!(fails(&["train", "--graph", "graphs/dit-s-2.ron", "--out", s(&out), "--steps", "1"]).contains("expects 4×32×32"));
+    // A malformed run config gives file:line:col.
+    let cfg = d.path().join("run.ron");
+    std::fs::write(&cfg, "(\n  steps: 10,\n  bacth: 4,\n)\n").unwrap();
+    let e = fails(&["train", "--graph", TINY, "--out", s(&out), "--config", s(&cfg)]);
+    assert!(e.contains("run.ron:3:") && e.contains("bacth"), "{e}");
+    assert!(fails(&["train", "--graph", TINY, "--out", s(&out), "--batch", "0"]).contains("batch"));
+    assert!(!out.join("checkpoint.safetensors").exists());
+}

@@ -43,3 +43,28 @@ pub fn write_atomic_with(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_crash_mid_write_keeps_the_old_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("checkpoint.safetensors");
+        write_atomic(&p, b"old good checkpoint").unwrap();
+        // The writer dies half-way (an error after writing some bytes).
+        let r = write_atomic_with(&p, |f| {
+            f.write_all(b"new but only half")?;
+            anyhow::bail!("simulated crash")
+        });
+        assert!(r.is_err());
+        assert_eq!(std::fs::read(&p).unwrap(), b"old good checkpoint");
+        // No temporary file is left behind.
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+        // A temp file left by a killed process does not affect the real one.
+        std::fs::write(d.path().join(".checkpoint.safetensors.999.tmp"), b"garbage").unwrap();
+        write_atomic(&p, b"newer").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"newer");
+    }
+}
