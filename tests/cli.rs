@@ -80,7 +80,21 @@ fn graph_check_rejects_bad_graphs_naming_the_problem() {
 fn training_loss_decreases_on_real_data_and_sampling_writes_a_grid() {
     let d = tempfile::tempdir().unwrap();
     let run = d.path().join("run");
-    ok(&["train", "--graph", TINY, "--out", s(&run), "--steps", "80", "--batch", "32", "--lr", "2e-3", "--ckpt-every", "40"]);
+    ok(&[
+        "train",
+        "--graph",
+        TINY,
+        "--out",
+        s(&run),
+        "--steps",
+        "80",
+        "--batch",
+        "32",
+        "--lr",
+        "2e-3",
+        "--ckpt-every",
+        "40",
+    ]);
     let l: Vec<f64> = losses(&run).iter().map(|x| x.split(':').nth(1).unwrap().parse().unwrap()).collect();
     assert_eq!(l.len(), 80);
     let first: f64 = l[..10].iter().sum::<f64>() / 10.0;
@@ -93,14 +107,30 @@ fn training_loss_decreases_on_real_data_and_sampling_writes_a_grid() {
     let img = image::open(&png).unwrap();
     assert_eq!((img.width(), img.height()), (6 * 30 + 2, 30 + 2));
     assert!(fails(&["sample", "--run", s(&run), "--n", "2", "--class", "10", "--out", s(&png)]).contains("--class 10"));
-    assert!(fails(&["sample", "--run", s(&run), "--n", "2", "--sampler", "nope", "--out", s(&png)]).contains("unknown sampler"));
+    assert!(fails(&["sample", "--run", s(&run), "--n", "2", "--sampler", "nope", "--out", s(&png)])
+        .contains("unknown sampler"));
 }
 
 #[test]
 fn resume_reproduces_the_uninterrupted_run_bit_for_bit() {
     let d = tempfile::tempdir().unwrap();
     let (a, b) = (d.path().join("a"), d.path().join("b"));
-    let common = ["--graph", TINY, "--steps", "8", "--batch", "8", "--ckpt-every", "3", "--lr", "1e-3", "--cosine-min-lr", "1e-4", "--warmup", "2"];
+    let common = [
+        "--graph",
+        TINY,
+        "--steps",
+        "8",
+        "--batch",
+        "8",
+        "--ckpt-every",
+        "3",
+        "--lr",
+        "1e-3",
+        "--cosine-min-lr",
+        "1e-4",
+        "--warmup",
+        "2",
+    ];
     ok(&[&["train", "--out", s(&a)][..], &common].concat());
     ok(&[&["train", "--out", s(&b), "--until", "5"][..], &common].concat());
     assert_eq!(losses(&b).len(), 5);
@@ -111,7 +141,10 @@ fn resume_reproduces_the_uninterrupted_run_bit_for_bit() {
     let load = |d: &Path| fine_core::checkpoint::Checkpoint::load(&d.join("checkpoint.safetensors")).unwrap();
     let (ca, cb) = (load(&a), load(&b));
     assert!(ca.step == 8 && cb.step == 8);
-    assert!(ca.params == cb.params && ca.ema == cb.ema && ca.adam_m == cb.adam_m && ca.adam_v == cb.adam_v, "final states differ");
+    assert!(
+        ca.params == cb.params && ca.ema == cb.ema && ca.adam_m == cb.adam_m && ca.adam_v == cb.adam_v,
+        "final states differ"
+    );
 }
 
 #[test]
@@ -178,10 +211,12 @@ fn bad_data_and_configs_are_clear_errors() {
     assert!(e.contains("bad.idx") && e.contains("magic"), "{e}");
     // Truncated IDX: header promises 2 images of 28×28, one byte follows.
     std::fs::write(&bad, [0u8, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 28, 0, 0, 0, 28, 7]).unwrap();
-    assert!(fails(&["train", "--graph", TINY, "--out", s(&out), "--data", &format!("idx:{}", s(&bad))]).contains("truncated"));
+    assert!(fails(&["train", "--graph", TINY, "--out", s(&out), "--data", &format!("idx:{}", s(&bad))])
+        .contains("truncated"));
     assert!(fails(&["train", "--graph", TINY, "--out", s(&out), "--data", "cifar"]).contains("unknown dataset"));
     // A graph whose input does not match the data.
-    assert!(fails(&["train", "--graph", "graphs/dit-s-2.ron", "--out", s(&out), "--steps", "1"]).contains("expects 4×32×32"));
+    assert!(fails(&["train", "--graph", "graphs/dit-s-2.ron", "--out", s(&out), "--steps", "1"])
+        .contains("expects 4×32×32"));
     // A malformed run config gives file:line:col.
     let cfg = d.path().join("run.ron");
     std::fs::write(&cfg, "(\n  steps: 10,\n  bacth: 4,\n)\n").unwrap();

@@ -38,7 +38,8 @@ fn rel_err(a: &[f32], b: &[f32]) -> f32 {
 
 /// A store holding every `prefix*` tensor of the reference file as a plain leaf.
 fn store_from_ref(r: &BTreeMap<String, (Vec<usize>, Vec<f32>)>, keep: impl Fn(&str) -> bool) -> ParamStore<Dev> {
-    let w: Vec<(String, Vec<usize>, Init)> = r.iter().filter(|(n, _)| keep(n)).map(|(n, (s, _))| (n.clone(), s.clone(), Init::Zeros)).collect();
+    let w: Vec<(String, Vec<usize>, Init)> =
+        r.iter().filter(|(n, _)| keep(n)).map(|(n, (s, _))| (n.clone(), s.clone(), Init::Zeros)).collect();
     let values = w.iter().map(|(n, _, _)| (n.clone(), r[n].1.clone())).collect();
     ParamStore::from_values(Dev::default(), Parameterization::plain(&w), values).unwrap()
 }
@@ -62,7 +63,11 @@ fn dit_block_matches_pytorch_forward_and_gradients() {
     let x = dev.tensor_from_vec(r["input.x"].1.clone(), (2usize, 5usize, 32usize));
     let c = dev.tensor_from_vec(r["input.c"].1.clone(), (2usize, 32usize));
     let out = block.forward(&p, x.retaped(), silu(c.retaped())).unwrap();
-    assert!(rel_err(&out.as_vec(), &r["output.out"].1) < 1e-5, "forward differs: {}", rel_err(&out.as_vec(), &r["output.out"].1));
+    assert!(
+        rel_err(&out.as_vec(), &r["output.out"].1) < 1e-5,
+        "forward differs: {}",
+        rel_err(&out.as_vec(), &r["output.out"].1)
+    );
     let rr = dev.tensor_from_vec(r["input.r"].1.clone(), (2usize, 5usize, 32usize));
     let grads = (out * rr).sum::<Rank0, _>().backward();
     let e = rel_err(&grads.get(&x).as_vec(), &r["grad.x"].1);
@@ -122,7 +127,13 @@ fn patchify_matches_stride_p_conv_layout() {
 
 /// Checks ∂loss/∂leaf of every leaf against central differences (f64 loss
 /// evaluated in f32 with step h) on up to `k` coordinates per leaf.
-fn check_fd(store: &ParamStore<Dev>, loss: impl Fn(&ParamStore<Dev>) -> (f32, Option<Gradients<f32, Dev>>), k: usize, h: f32, tol: f32) {
+fn check_fd(
+    store: &ParamStore<Dev>,
+    loss: impl Fn(&ParamStore<Dev>) -> (f32, Option<Gradients<f32, Dev>>),
+    k: usize,
+    h: f32,
+    tol: f32,
+) {
     let (_, grads) = loss(store);
     let mut grads = grads.unwrap();
     for (name, leaf) in store.leaves() {
@@ -163,7 +174,11 @@ fn factor_row_add_scale_expressions_gradients_match_finite_differences() {
         bindings: [(
             "w".to_string(),
             Expr::Add(
-                Box::new(Expr::Factor { u: Box::new(Expr::leaf("U")), s: Box::new(Expr::Row { leaf: "S".into(), index: 1 }), v: Box::new(Expr::leaf("V")) }),
+                Box::new(Expr::Factor {
+                    u: Box::new(Expr::leaf("U")),
+                    s: Box::new(Expr::Row { leaf: "S".into(), index: 1 }),
+                    v: Box::new(Expr::leaf("V")),
+                }),
                 Box::new(Expr::Scale(Box::new(Expr::leaf("B")), 0.5)),
             ),
         )]
@@ -177,7 +192,8 @@ fn factor_row_add_scale_expressions_gradients_match_finite_differences() {
     let w = store.view::<NoneTape>().matrix("w", 6, 5).unwrap().as_vec();
     for i in 0..6 {
         for j in 0..5 {
-            let dense: f32 = (0..3).map(|k| h["U"][i * 3 + k] * h["S"][3 + k] * h["V"][j * 3 + k]).sum::<f32>() + 0.5 * h["B"][i * 5 + j];
+            let dense: f32 = (0..3).map(|k| h["U"][i * 3 + k] * h["S"][3 + k] * h["V"][j * 3 + k]).sum::<f32>()
+                + 0.5 * h["B"][i * 5 + j];
             assert!((w[i * 5 + j] - dense).abs() < 1e-5);
         }
     }

@@ -53,12 +53,29 @@ pub fn run(a: DemoArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let mut t = Trainer::new(run::cpu(), &g, cfg, None)?;
-    eprintln!("demo: training {} ({} parameters) on the bundled Fashion-MNIST subset ({} images) for {} steps", g.name, t.store.num_values(), t.data.len, a.steps);
+    eprintln!(
+        "demo: training {} ({} parameters) on the bundled Fashion-MNIST subset ({} images) for {} steps",
+        g.name,
+        t.store.num_values(),
+        t.data.len,
+        a.steps
+    );
     run::write_run_ron(&dir, &t)?;
     let steps = t.cfg.steps;
     run::train_loop(&mut t, &dir, steps, "demo")?;
     let ck = t.checkpoint();
-    let sa = SampleArgs { run: a.out.clone(), n: 100, out: a.out.join("samples.png"), class: None, cfg: 1.0, steps: Some(a.sample_steps), seed: a.seed, sampler: "ddpm".into(), no_ema: false, no_clip: false };
+    let sa = SampleArgs {
+        run: a.out.clone(),
+        n: 100,
+        out: a.out.join("samples.png"),
+        class: None,
+        cfg: 1.0,
+        steps: Some(a.sample_steps),
+        seed: a.seed,
+        sampler: "ddpm".into(),
+        no_ema: false,
+        no_clip: false,
+    };
     eprintln!("demo: sampling 100 images ({} DDPM steps, EMA weights)", a.sample_steps);
     let (x, _) = sample_images(&ck, &sa)?;
     save_grid_png(&sa.out, &x, sa.n, 1, g.input.height, g.input.width, 10)?;

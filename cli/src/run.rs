@@ -55,7 +55,12 @@ pub fn truncate_metrics(dir: &RunDir, step: usize) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
     let kept: String = text
         .lines()
-        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s as usize <= step))
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s as usize <= step)
+        })
         .map(|l| format!("{l}\n"))
         .collect();
     fsx::write_atomic(&path, kept.as_bytes())
@@ -69,7 +74,10 @@ pub fn train_loop<D: Backend>(t: &mut Trainer<D>, dir: &RunDir, until: usize, la
     let bar = ProgressBar::new(total as u64);
     bar.set_style(ProgressStyle::with_template("{prefix} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}").unwrap());
     bar.set_prefix(label.to_string());
-    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(dir.metrics())
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.metrics())
         .with_context(|| format!("opening {}", dir.metrics().display()))?;
     let t0 = Instant::now();
     let report_every = (total / 10).max(1);
@@ -78,7 +86,11 @@ pub fn train_loop<D: Backend>(t: &mut Trainer<D>, dir: &RunDir, until: usize, la
         let s = t.train_step()?;
         let ms = ts.elapsed().as_secs_f64() * 1e3;
         let ips = t.cfg.batch as f64 / (ms / 1e3);
-        writeln!(metrics, "{}", serde_json::json!({"step": s.step, "loss": s.loss, "grad_norm": s.grad_norm, "lr": s.lr, "step_ms": ms, "images_per_s": ips}))?;
+        writeln!(
+            metrics,
+            "{}",
+            serde_json::json!({"step": s.step, "loss": s.loss, "grad_norm": s.grad_norm, "lr": s.lr, "step_ms": ms, "images_per_s": ips})
+        )?;
         let done = s.step - start;
         let it_s = done as f64 / t0.elapsed().as_secs_f64();
         bar.set_message(format!("loss {:.4} | {:.2} it/s", s.loss, it_s));
@@ -105,7 +117,8 @@ pub fn write_loss_plot(dir: &RunDir, title: &str) -> Result<()> {
         .filter_map(|v| Some((v["step"].as_f64()?, v["loss"].as_f64()?)))
         .collect();
     let smooth = plot::smooth_ema(&pts, 0.05);
-    let series = [plot::Series { name: "loss".into(), points: pts }, plot::Series { name: "EMA(0.05)".into(), points: smooth }];
+    let series =
+        [plot::Series { name: "loss".into(), points: pts }, plot::Series { name: "EMA(0.05)".into(), points: smooth }];
     plot::line_plot_svg(&dir.plot(), &format!("{title}: training loss"), "step", "ε-MSE", &series, true)
 }
 

@@ -90,8 +90,21 @@ pub fn run(a: SampleArgs) -> Result<()> {
     let ck = Checkpoint::load(&RunDir(a.run.clone()).checkpoint())?;
     let (x, _) = sample_images(&ck, &a)?;
     let i = &ck.graph.input;
-    let nrow = if a.class.is_some() { (a.n as f64).sqrt().ceil() as usize } else { ck.graph.conditioning.num_classes.min(a.n) };
+    let nrow = if a.class.is_some() {
+        (a.n as f64).sqrt().ceil() as usize
+    } else {
+        ck.graph.conditioning.num_classes.min(a.n)
+    };
     save_grid_png(&a.out, &x, a.n, i.channels, i.height, i.width, nrow)?;
-    println!("wrote {} ({} images, {} steps, sampler {}, cfg {}, {} weights, step {})", a.out.display(), a.n, a.steps.unwrap_or(ck.train.diffusion_steps), a.sampler, a.cfg, if a.no_ema { "live" } else { "EMA" }, ck.step);
+    println!(
+        "wrote {} ({} images, {} steps, sampler {}, cfg {}, {} weights, step {})",
+        a.out.display(),
+        a.n,
+        a.steps.unwrap_or(ck.train.diffusion_steps),
+        a.sampler,
+        a.cfg,
+        if a.no_ema { "live" } else { "EMA" },
+        ck.step
+    );
     Ok(())
 }

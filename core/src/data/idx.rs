@@ -62,10 +62,7 @@ pub fn parse_idx(bytes: &[u8], origin: &str) -> Result<IdxArray> {
 /// Parses uncompressed IDX content.
 fn parse_raw(bytes: &[u8], origin: &str) -> Result<IdxArray> {
     if bytes.len() < 4 {
-        bail!(
-            "{origin}: truncated IDX header: expected at least 4 bytes, {} present",
-            bytes.len()
-        );
+        bail!("{origin}: truncated IDX header: expected at least 4 bytes, {} present", bytes.len());
     }
     if bytes[0] != 0 || bytes[1] != 0 {
         bail!(
@@ -85,22 +82,14 @@ fn parse_raw(bytes: &[u8], origin: &str) -> Result<IdxArray> {
     }
     let header_len = 4 + 4 * ndims;
     if bytes.len() < header_len {
-        bail!(
-            "{origin}: truncated IDX header: expected {header_len} bytes, {} present",
-            bytes.len()
-        );
+        bail!("{origin}: truncated IDX header: expected {header_len} bytes, {} present", bytes.len());
     }
-    let dims: Vec<usize> = bytes[4..header_len]
-        .chunks_exact(4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
-        .collect();
+    let dims: Vec<usize> =
+        bytes[4..header_len].chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize).collect();
     let count = element_count(&dims, origin)?;
     let expected = header_len + count;
     if bytes.len() < expected {
-        bail!(
-            "{origin}: truncated IDX data: dims {dims:?} expected {expected} bytes, {} present",
-            bytes.len()
-        );
+        bail!("{origin}: truncated IDX data: dims {dims:?} expected {expected} bytes, {} present", bytes.len());
     }
     if bytes.len() > expected {
         bail!(
@@ -109,10 +98,7 @@ fn parse_raw(bytes: &[u8], origin: &str) -> Result<IdxArray> {
             bytes.len() - expected
         );
     }
-    Ok(IdxArray {
-        dims,
-        data: bytes[header_len..].to_vec(),
-    })
+    Ok(IdxArray { dims, data: bytes[header_len..].to_vec() })
 }
 
 /// Product of `dims`, rejecting zero sizes and absurd totals.
@@ -160,10 +146,7 @@ pub(crate) mod tests {
     #[test]
     fn parses_plain_and_gzip() {
         let raw = make_idx(8, &[2, 3], &[1, 2, 3, 4, 5, 6]);
-        let want = IdxArray {
-            dims: vec![2, 3],
-            data: vec![1, 2, 3, 4, 5, 6],
-        };
+        let want = IdxArray { dims: vec![2, 3], data: vec![1, 2, 3, 4, 5, 6] };
         assert_eq!(parse_idx(&raw, "x").unwrap(), want);
         assert_eq!(parse_idx(&gzip(&raw), "x").unwrap(), want);
     }
@@ -184,23 +167,14 @@ pub(crate) mod tests {
     fn bad_inputs_name_origin_and_defect() {
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (vec![1, 0, 8, 1, 0, 0, 0, 1, 5], "bad IDX magic"),
-            (
-                make_idx(0x0d, &[1], &[0, 0, 0, 0]),
-                "unsupported IDX element type 0x0d",
-            ),
+            (make_idx(0x0d, &[1], &[0, 0, 0, 0]), "unsupported IDX element type 0x0d"),
             (make_idx(8, &[2, 0], &[]), "dimension 1 is zero"),
             (make_idx(8, &[], &[]), "dimension count 0"),
             (make_idx(8, &[u32::MAX, u32::MAX, 16], &[]), "absurd"),
-            (
-                make_idx(8, &[2, 3], &[1, 2, 3]),
-                "truncated IDX data: dims [2, 3] expected 18 bytes, 15 present",
-            ),
+            (make_idx(8, &[2, 3], &[1, 2, 3]), "truncated IDX data: dims [2, 3] expected 18 bytes, 15 present"),
             (make_idx(8, &[2], &[1, 2, 3]), "trailing garbage"),
             (vec![0, 0, 8], "truncated IDX header"),
-            (
-                make_idx(8, &[2, 3, 4], &[])[..10].to_vec(),
-                "truncated IDX header",
-            ),
+            (make_idx(8, &[2, 3, 4], &[])[..10].to_vec(), "truncated IDX header"),
         ];
         for (bytes, defect) in cases {
             let msg = err(&bytes);
@@ -225,9 +199,6 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("nope-idx1-ubyte");
         let msg = format!("{:#}", read_idx(&p).unwrap_err());
-        assert!(
-            msg.contains(&p.display().to_string()) && msg.contains("not found"),
-            "{msg}"
-        );
+        assert!(msg.contains(&p.display().to_string()) && msg.contains("not found"), "{msg}");
     }
 }

@@ -57,10 +57,13 @@ impl NoiseSchedule {
     /// A schedule from explicit β values.
     pub fn from_betas(betas: Vec<f64>) -> Self {
         let mut acc = 1.0;
-        let alphas_cumprod = betas.iter().map(|b| {
-            acc *= 1.0 - b;
-            acc
-        }).collect();
+        let alphas_cumprod = betas
+            .iter()
+            .map(|b| {
+                acc *= 1.0 - b;
+                acc
+            })
+            .collect();
         Self { betas, alphas_cumprod }
     }
 

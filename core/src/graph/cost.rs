@@ -29,10 +29,7 @@ pub fn param_shapes(g: &Graph) -> Vec<(String, Vec<usize>)> {
     push("t_embedder.mlp.0.bias".into(), &[d]);
     push("t_embedder.mlp.2.weight".into(), &[d, d]);
     push("t_embedder.mlp.2.bias".into(), &[d]);
-    push(
-        "y_embedder.embedding_table.weight".into(),
-        &[label_rows(g), d],
-    );
+    push("y_embedder.embedding_table.weight".into(), &[label_rows(g), d]);
     for i in 0..g.depth {
         let b = format!("blocks.{i}");
         push(format!("{b}.attn.qkv.weight"), &[3 * d, d]);
@@ -65,10 +62,7 @@ pub fn label_rows(g: &Graph) -> usize {
 
 /// Total number of trainable parameters.
 pub fn param_count(g: &Graph) -> usize {
-    param_shapes(g)
-        .iter()
-        .map(|(_, s)| s.iter().product::<usize>())
-        .sum()
+    param_shapes(g).iter().map(|(_, s)| s.iter().product::<usize>()).sum()
 }
 
 /// Parameter counts per group: `embeddings` (x/t/y embedders), `blocks`, `final layer`.
@@ -112,10 +106,7 @@ pub fn flops_per_image(g: &Graph) -> Flops {
         + mm(t, d, hm); // fc2
     let final_layer = mm(1, 2 * d, d) + mm(t, out_patch_dim(g), d);
     let forward = embed + g.depth as u64 * block + final_layer;
-    Flops {
-        forward,
-        training: 3 * forward,
-    }
+    Flops { forward, training: 3 * forward }
 }
 
 /// Width of the per-token output vector, `p·p·out_channels`.
@@ -126,25 +117,13 @@ fn out_patch_dim(g: &Graph) -> usize {
 /// A multi-line human-readable summary: shapes, parameters and FLOPs.
 pub fn describe(g: &Graph) -> String {
     let (gh, gw) = g.grid();
-    let (c, h, w, p) = (
-        g.input.channels,
-        g.input.height,
-        g.input.width,
-        g.patch_size,
-    );
+    let (c, h, w, p) = (g.input.channels, g.input.height, g.input.width, g.patch_size);
     let n = param_count(g);
     let f = flops_per_image(g);
-    let null = if label_rows(g) > g.conditioning.num_classes {
-        " (+1 null)"
-    } else {
-        ""
-    };
+    let null = if label_rows(g) > g.conditioning.num_classes { " (+1 null)" } else { "" };
     let mut s = format!("graph {}\n", g.name);
     s += &format!("  input        {c}×{h}×{w} (C×H×W)\n");
-    s += &format!(
-        "  patch        {p}×{p} → {gh}×{gw} grid = {} tokens\n",
-        g.tokens()
-    );
+    s += &format!("  patch        {p}×{p} → {gh}×{gw} grid = {} tokens\n", g.tokens());
     s += &format!(
         "  transformer  hidden {}, depth {}, heads {} (head_dim {}), mlp hidden {}\n",
         g.hidden,
@@ -154,23 +133,11 @@ pub fn describe(g: &Graph) -> String {
         g.mlp_hidden()
     );
     s += &format!("  classes      {}{null}\n", g.conditioning.num_classes);
-    s += &format!(
-        "  parameters   {} ({})\n",
-        thousands(n as u64),
-        human(n as f64)
-    );
+    s += &format!("  parameters   {} ({})\n", thousands(n as u64), human(n as f64));
     for (group, count) in param_groups(g) {
-        s += &format!(
-            "    {group:<12} {:>14} ({})\n",
-            thousands(count as u64),
-            human(count as f64)
-        );
+        s += &format!("    {group:<12} {:>14} ({})\n", thousands(count as u64), human(count as f64));
     }
-    s += &format!(
-        "  GFLOPs/image forward {}, training {}\n",
-        gflops(f.forward),
-        gflops(f.training)
-    );
+    s += &format!("  GFLOPs/image forward {}, training {}\n", gflops(f.forward), gflops(f.training));
     s
 }
 
@@ -241,22 +208,13 @@ mod tests {
     fn names_order_and_optional_params() {
         let mut g = test_graph(1, 8, 4, 8, 2, 2);
         let shapes = param_shapes(&g);
-        assert_eq!(
-            shapes[0],
-            ("x_embedder.proj.weight".into(), vec![8, 1, 4, 4])
-        );
-        assert_eq!(
-            shapes[6],
-            ("y_embedder.embedding_table.weight".into(), vec![11, 8])
-        );
+        assert_eq!(shapes[0], ("x_embedder.proj.weight".into(), vec![8, 1, 4, 4]));
+        assert_eq!(shapes[6], ("y_embedder.embedding_table.weight".into(), vec![11, 8]));
         assert_eq!(shapes[7], ("blocks.0.attn.qkv.weight".into(), vec![24, 8]));
         assert_eq!(shapes[14].0, "blocks.0.mlp.fc2.bias");
         assert_eq!(shapes[17].0, "blocks.1.attn.qkv.weight");
         let last = shapes.last().unwrap();
-        assert_eq!(
-            last,
-            &("final_layer.adaLN_modulation.1.bias".into(), vec![16])
-        );
+        assert_eq!(last, &("final_layer.adaLN_modulation.1.bias".into(), vec![16]));
         assert_eq!(shapes.len(), 7 + 2 * 10 + 4);
         g.block.qkv_bias = false;
         g.conditioning.label_dropout = 0.0;
@@ -270,10 +228,7 @@ mod tests {
     fn groups_sum_to_total() {
         let g = dit(384, 12, 6);
         let groups = param_groups(&g);
-        assert_eq!(
-            groups.iter().map(|(_, n)| n).sum::<usize>(),
-            param_count(&g)
-        );
+        assert_eq!(groups.iter().map(|(_, n)| n).sum::<usize>(), param_count(&g));
         assert_eq!(groups[1].1, 12 * (18 * 384 * 384 + 15 * 384));
     }
 
@@ -293,13 +248,7 @@ mod tests {
         let fin = 2 * 8 * 16 + 2 * 4 * 8 * 16; // adaLN 256 + linear 1024
         let forward = patch + temb + ada + qkv + attn + proj + mlp + fin;
         assert_eq!(forward, 7872);
-        assert_eq!(
-            flops_per_image(&g),
-            Flops {
-                forward,
-                training: 3 * forward
-            }
-        );
+        assert_eq!(flops_per_image(&g), Flops { forward, training: 3 * forward });
     }
 
     #[test]
@@ -315,14 +264,7 @@ mod tests {
         let mut g = dit(384, 12, 6);
         g.name = "DiT-S/2".into();
         let s = describe(&g);
-        for needle in [
-            "DiT-S/2",
-            "32,858,896",
-            "32.9 M",
-            "256 tokens",
-            "head_dim 64",
-            "(+1 null)",
-        ] {
+        for needle in ["DiT-S/2", "32,858,896", "32.9 M", "256 tokens", "head_dim 64", "(+1 null)"] {
             assert!(s.contains(needle), "{needle:?} missing from\n{s}");
         }
         assert_eq!(thousands(999), "999");

@@ -24,8 +24,7 @@ pub fn from_str(text: &str, origin: &str) -> anyhow::Result<Graph> {
 
 /// Reads, parses and validates a graph file.
 pub fn from_file(path: &Path) -> anyhow::Result<Graph> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read graph file {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read graph file {}", path.display()))?;
     from_str(&text, &path.display().to_string())
 }
 
@@ -39,20 +38,10 @@ pub fn to_ron(g: &Graph) -> String {
 /// Formats a RON error as `origin:line:col: message`.
 fn spanned_error(e: &SpannedError, origin: &str) -> anyhow::Error {
     let what = match &e.code {
-        RonError::NoSuchStructField {
-            expected,
-            found,
-            outer,
-        } => {
-            let place = outer
-                .as_ref()
-                .map(|o| format!(" in `{o}`"))
-                .unwrap_or_default();
+        RonError::NoSuchStructField { expected, found, outer } => {
+            let place = outer.as_ref().map(|o| format!(" in `{o}`")).unwrap_or_default();
             let allowed: Vec<String> = expected.iter().map(|f| format!("`{f}`")).collect();
-            format!(
-                "unknown field `{found}`{place}; expected one of {}",
-                allowed.join(", ")
-            )
+            format!("unknown field `{found}`{place}; expected one of {}", allowed.join(", "))
         }
         other => other.to_string(),
     };
@@ -90,10 +79,7 @@ mod tests {
     #[test]
     fn every_shipped_graph_loads_and_validates() {
         let files = ron_files(&graphs_dir());
-        assert!(
-            files.len() >= 13,
-            "expected the shipped graphs, found {files:?}"
-        );
+        assert!(files.len() >= 13, "expected the shipped graphs, found {files:?}");
         for f in &files {
             let g = from_file(f).unwrap_or_else(|e| panic!("{}: {e:#}", f.display()));
             assert!(!g.name.is_empty(), "{}", f.display());
@@ -129,21 +115,12 @@ mod tests {
     #[test]
     fn impossible_shapes_name_the_field() {
         let msg = load_err("heads-not-dividing.ron");
-        assert!(
-            msg.contains("hidden (100) is not divisible by heads (3)"),
-            "{msg}"
-        );
+        assert!(msg.contains("hidden (100) is not divisible by heads (3)"), "{msg}");
         let msg = load_err("patch-not-dividing.ron");
-        assert!(
-            msg.contains("input.height (28) is not divisible by patch_size (3)"),
-            "{msg}"
-        );
+        assert!(msg.contains("input.height (28) is not divisible by patch_size (3)"), "{msg}");
         let msg = load_err("zero-depth.ron");
         assert!(msg.contains("depth must be at least 1"), "{msg}");
-        assert!(
-            msg.contains("zero-depth.ron: graph `bad-zero-depth` has 1 problem(s)"),
-            "{msg}"
-        );
+        assert!(msg.contains("zero-depth.ron: graph `bad-zero-depth` has 1 problem(s)"), "{msg}");
     }
 
     #[test]

@@ -29,20 +29,13 @@ pub(crate) fn test_graph(
 ) -> Graph {
     Graph {
         name: "test".into(),
-        input: InputSpec {
-            channels,
-            height: side,
-            width: side,
-        },
+        input: InputSpec { channels, height: side, width: side },
         patch_size,
         hidden,
         depth,
         heads,
         mlp_ratio: 4.0,
-        conditioning: Conditioning {
-            num_classes: 10,
-            label_dropout: 0.1,
-        },
+        conditioning: Conditioning { num_classes: 10, label_dropout: 0.1 },
         block: BlockSpec::default(),
         timestep: TimestepSpec::default(),
     }

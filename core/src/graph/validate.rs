@@ -16,12 +16,7 @@ pub fn validate(g: &Graph) -> anyhow::Result<()> {
         return Ok(());
     }
     let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
-    anyhow::bail!(
-        "graph `{}` has {} problem(s):\n{}",
-        g.name,
-        problems.len(),
-        list.join("\n")
-    )
+    anyhow::bail!("graph `{}` has {} problem(s):\n{}", g.name, problems.len(), list.join("\n"))
 }
 
 /// Every problem with `g`, one message each; empty when the graph is valid.
@@ -53,23 +48,14 @@ fn check_sizes(g: &Graph, out: &mut Vec<String>) {
         out.push("depth must be at least 1 (got 0)".into());
     }
     if g.patch_size > 0 {
-        for (field, side) in [
-            ("input.height", g.input.height),
-            ("input.width", g.input.width),
-        ] {
+        for (field, side) in [("input.height", g.input.height), ("input.width", g.input.width)] {
             if side > 0 && side % g.patch_size != 0 {
-                out.push(format!(
-                    "{field} ({side}) is not divisible by patch_size ({})",
-                    g.patch_size
-                ));
+                out.push(format!("{field} ({side}) is not divisible by patch_size ({})", g.patch_size));
             }
         }
     }
     if g.heads > 0 && g.hidden > 0 && g.hidden % g.heads != 0 {
-        out.push(format!(
-            "hidden ({}) is not divisible by heads ({})",
-            g.hidden, g.heads
-        ));
+        out.push(format!("hidden ({}) is not divisible by heads ({})", g.hidden, g.heads));
     }
 }
 
@@ -79,10 +65,7 @@ fn check_mlp(g: &Graph, out: &mut Vec<String>) {
     if !r.is_finite() || r <= 0.0 {
         out.push(format!("mlp_ratio ({r}) must be a finite number > 0"));
     } else if g.hidden > 0 && g.mlp_hidden() == 0 {
-        out.push(format!(
-            "mlp_ratio ({r}) × hidden ({}) gives an MLP hidden width of 0",
-            g.hidden
-        ));
+        out.push(format!("mlp_ratio ({r}) × hidden ({}) gives an MLP hidden width of 0", g.hidden));
     }
 }
 
@@ -94,9 +77,7 @@ fn check_conditioning(g: &Graph, out: &mut Vec<String>) {
     }
     let p = c.label_dropout;
     if !(0.0..1.0).contains(&p) {
-        out.push(format!(
-            "conditioning.label_dropout ({p}) must be in [0, 1)"
-        ));
+        out.push(format!("conditioning.label_dropout ({p}) must be in [0, 1)"));
     }
 }
 
@@ -104,21 +85,15 @@ fn check_conditioning(g: &Graph, out: &mut Vec<String>) {
 fn check_block_and_timestep(g: &Graph, out: &mut Vec<String>) {
     let eps = g.block.norm_eps;
     if !eps.is_finite() || eps <= 0.0 {
-        out.push(format!(
-            "block.norm_eps ({eps}) must be a finite number > 0"
-        ));
+        out.push(format!("block.norm_eps ({eps}) must be a finite number > 0"));
     }
     let f = g.timestep.freq_dim;
     if f == 0 || f % 2 != 0 {
-        out.push(format!(
-            "timestep.freq_dim ({f}) must be even and at least 2"
-        ));
+        out.push(format!("timestep.freq_dim ({f}) must be even and at least 2"));
     }
     let mp = g.timestep.max_period;
     if !mp.is_finite() || mp <= 0.0 {
-        out.push(format!(
-            "timestep.max_period ({mp}) must be a finite number > 0"
-        ));
+        out.push(format!("timestep.max_period ({mp}) must be a finite number > 0"));
     }
 }
 
@@ -149,10 +124,7 @@ mod tests {
         let mut g = tiny();
         g.hidden = 100;
         g.heads = 3;
-        assert_eq!(
-            only_problem(&g),
-            "hidden (100) is not divisible by heads (3)"
-        );
+        assert_eq!(only_problem(&g), "hidden (100) is not divisible by heads (3)");
         let mut g = tiny();
         g.patch_size = 3;
         let p = problems(&g);
@@ -186,18 +158,9 @@ mod tests {
             (|g| g.mlp_ratio = 0.0, "mlp_ratio (0)"),
             (|g| g.mlp_ratio = f64::NAN, "mlp_ratio (NaN)"),
             (|g| g.mlp_ratio = 0.01, "MLP hidden width of 0"),
-            (
-                |g| g.conditioning.label_dropout = 1.0,
-                "conditioning.label_dropout (1)",
-            ),
-            (
-                |g| g.conditioning.label_dropout = -0.1,
-                "conditioning.label_dropout (-0.1)",
-            ),
-            (
-                |g| g.conditioning.num_classes = 0,
-                "conditioning.num_classes",
-            ),
+            (|g| g.conditioning.label_dropout = 1.0, "conditioning.label_dropout (1)"),
+            (|g| g.conditioning.label_dropout = -0.1, "conditioning.label_dropout (-0.1)"),
+            (|g| g.conditioning.num_classes = 0, "conditioning.num_classes"),
             (|g| g.timestep.freq_dim = 255, "timestep.freq_dim (255)"),
             (|g| g.timestep.freq_dim = 0, "timestep.freq_dim (0)"),
             (|g| g.block.norm_eps = 0.0, "block.norm_eps (0)"),

@@ -43,7 +43,9 @@ impl Dit {
             x_embedder: Linear::new("x_embedder.proj", g.patch_dim(), d),
             t_embedder: embed::TimestepEmbedder::new(d, g.timestep.freq_dim, g.timestep.max_period),
             y_embedder: embed::LabelEmbedder { rows, dim: d },
-            blocks: (0..g.depth).map(|i| DitBlock::new(i, d, g.heads, g.mlp_hidden(), g.block.qkv_bias, g.block.norm_eps)).collect(),
+            blocks: (0..g.depth)
+                .map(|i| DitBlock::new(i, d, g.heads, g.mlp_hidden(), g.block.qkv_bias, g.block.norm_eps))
+                .collect(),
             final_layer: FinalLayer::new(d, g.patch_size * g.patch_size * g.out_channels(), g.block.norm_eps),
             pos_embed: embed::sincos_2d(d, gh, gw),
         }
@@ -56,10 +58,14 @@ impl Dit {
 
     /// One leaf per weight with DiT's initialization.
     pub fn plain_parameterization(&self) -> Parameterization {
-        let w: Vec<_> = self.weight_shapes().into_iter().map(|(n, s)| {
-            let init = dit_init(&n, &s);
-            (n, s, init)
-        }).collect();
+        let w: Vec<_> = self
+            .weight_shapes()
+            .into_iter()
+            .map(|(n, s)| {
+                let init = dit_init(&n, &s);
+                (n, s, init)
+            })
+            .collect();
         Parameterization::plain(&w)
     }
 
@@ -76,16 +82,29 @@ impl Dit {
 
     /// ε-prediction for NCHW images `x`, timesteps `t` and labels `y`, returned
     /// as (B·T, p·p·C) patch rows (see the module docs).
-    pub fn forward<D: Backend, T: Tape<f32, D>>(&self, p: &Params<D, T>, x: &[f32], t: &[f32], y: &[usize]) -> Result<T2<D, T>> {
+    pub fn forward<D: Backend, T: Tape<f32, D>>(
+        &self,
+        p: &Params<D, T>,
+        x: &[f32],
+        t: &[f32],
+        y: &[usize],
+    ) -> Result<T2<D, T>> {
         let g = &self.graph;
         let (b, d, tok) = (t.len(), g.hidden, g.tokens());
         if x.len() != b * self.image_len() || y.len() != b {
-            bail!("forward: {} timesteps, {} labels and {} values (expected {} per image)", b, y.len(), x.len(), self.image_len());
+            bail!(
+                "forward: {} timesteps, {} labels and {} values (expected {} per image)",
+                b,
+                y.len(),
+                x.len(),
+                self.image_len()
+            );
         }
         let patches = embed::patchify(x, b, g.input.channels, g.input.height, g.input.width, g.patch_size);
         let patches = p.dev().tensor_from_vec(patches, (b * tok, g.patch_dim())).retaped::<T>(); // (B·T, C·p·p)
         let pos = p.dev().tensor_from_vec(self.pos_embed.clone(), (tok, d)); // (T, D)
-        let mut h = self.x_embedder.forward(p, patches)?.reshape_like(&(b, tok, d)) + pos.broadcast_like::<_, Axis<0>>(&(b, tok, d)); // (B, T, D)
+        let mut h = self.x_embedder.forward(p, patches)?.reshape_like(&(b, tok, d))
+            + pos.broadcast_like::<_, Axis<0>>(&(b, tok, d)); // (B, T, D)
 
         let c = self.t_embedder.forward(p, t)? + self.y_embedder.forward(p, y)?; // (B, D)
         let c_silu = silu(c); // every adaLN applies SiLU to c first

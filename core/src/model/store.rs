@@ -175,7 +175,11 @@ impl<'a, D: Backend, T: Tape<f32, D>> Params<'a, D, T> {
                     [r, c] if *index < r => (r, c),
                     _ => bail!("Row {index} of leaf `{leaf}` with shape {:?}", l.shape),
                 };
-                l.value.retaped::<T>().reshape_like(&(rows, cols)).slice((*index..*index + 1, ..)).reshape_like(&(cols,))
+                l.value
+                    .retaped::<T>()
+                    .reshape_like(&(rows, cols))
+                    .slice((*index..*index + 1, ..))
+                    .reshape_like(&(cols,))
             }
             Expr::Factor { u, s, v } => {
                 let (u, s, v) = (self.eval(u)?, self.eval(s)?, self.eval(v)?);

@@ -18,7 +18,13 @@ impl Sampler for Ddpm {
         "ddpm"
     }
 
-    fn sample(&self, ctx: &SamplerContext, mut x: Vec<f32>, eps: &mut EpsFn, mut rng: &mut dyn RngCore) -> Result<Vec<f32>> {
+    fn sample(
+        &self,
+        ctx: &SamplerContext,
+        mut x: Vec<f32>,
+        eps: &mut EpsFn,
+        mut rng: &mut dyn RngCore,
+    ) -> Result<Vec<f32>> {
         let ts = linspace_timesteps(ctx.alphas_cumprod.len(), ctx.steps)?;
         for i in (0..ts.len()).rev() {
             let ab = ctx.alphas_cumprod[ts[i]];

@@ -51,10 +51,17 @@ pub fn linspace_timesteps(t_total: usize, k: usize) -> Result<Vec<usize>> {
 /// Predicts x₀ from x_t and ε̂: (x_t − √(1−ᾱ)·ε̂)/√ᾱ, optionally clipped.
 pub fn predict_x0(x: &[f32], eps: &[f32], ab: f64, clip: bool) -> Vec<f32> {
     let (a, b) = ((1.0 / ab).sqrt() as f32, ((1.0 - ab) / ab).sqrt() as f32);
-    x.iter().zip(eps).map(|(x, e)| {
-        let v = a * x - b * e;
-        if clip { v.clamp(-1.0, 1.0) } else { v }
-    }).collect()
+    x.iter()
+        .zip(eps)
+        .map(|(x, e)| {
+            let v = a * x - b * e;
+            if clip {
+                v.clamp(-1.0, 1.0)
+            } else {
+                v
+            }
+        })
+        .collect()
 }
 
 /// The model as a denoiser: ε̂(x_t, t) for fixed labels, with classifier-free

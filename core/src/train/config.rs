@@ -123,6 +123,10 @@ impl TrainConfig {
                 e.push(format!("grad_clip must be positive, got {c}"));
             }
         }
-        if e.is_empty() { Ok(()) } else { anyhow::bail!("invalid training config:\n  {}", e.join("\n  ")) }
+        if e.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("invalid training config:\n  {}", e.join("\n  "))
+        }
     }
 }

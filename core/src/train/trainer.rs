@@ -88,18 +88,38 @@ impl<D: Backend> Trainer<D> {
 
     /// A run whose weights are already given (e.g. built by a strategy):
     /// fresh optimizer, EMA starting at the weights.
-    pub fn with_store(dit: Dit, cfg: TrainConfig, store: ParamStore<D>, extra: BTreeMap<String, String>) -> Result<Self> {
+    pub fn with_store(
+        dit: Dit,
+        cfg: TrainConfig,
+        store: ParamStore<D>,
+        extra: BTreeMap<String, String>,
+    ) -> Result<Self> {
         cfg.validate()?;
         store.spec.validate(&dit.weight_shapes())?;
         let ema = store.host_values();
         Self::assemble(dit, cfg, store, AdamW::default(), ema, 0, extra)
     }
 
-    fn assemble(dit: Dit, cfg: TrainConfig, store: ParamStore<D>, opt: AdamW, ema: BTreeMap<String, Vec<f32>>, step: usize, extra: BTreeMap<String, String>) -> Result<Self> {
+    fn assemble(
+        dit: Dit,
+        cfg: TrainConfig,
+        store: ParamStore<D>,
+        opt: AdamW,
+        ema: BTreeMap<String, Vec<f32>>,
+        step: usize,
+        extra: BTreeMap<String, String>,
+    ) -> Result<Self> {
         let split: Split = cfg.split.parse()?;
         let g = &dit.graph;
         let mut data = if cfg.data == "synthetic" {
-            Dataset::synthetic(1024, g.input.channels, g.input.height, g.input.width, g.conditioning.num_classes.min(256), cfg.seed)
+            Dataset::synthetic(
+                1024,
+                g.input.channels,
+                g.input.height,
+                g.input.width,
+                g.conditioning.num_classes.min(256),
+                cfg.seed,
+            )
         } else {
             data::load(&cfg.data, split)?
         };
@@ -111,10 +131,25 @@ impl<D: Backend> Trainer<D> {
         }
         let g = &dit.graph.input;
         if (data.channels, data.height, data.width) != (g.channels, g.height, g.width) {
-            bail!("data `{}` has images {}×{}×{}, the graph `{}` expects {}×{}×{}", cfg.data, data.channels, data.height, data.width, dit.graph.name, g.channels, g.height, g.width);
+            bail!(
+                "data `{}` has images {}×{}×{}, the graph `{}` expects {}×{}×{}",
+                cfg.data,
+                data.channels,
+                data.height,
+                data.width,
+                dit.graph.name,
+                g.channels,
+                g.height,
+                g.width
+            );
         }
         if data.num_classes > dit.graph.conditioning.num_classes {
-            bail!("data `{}` has {} classes, the graph has only {}", cfg.data, data.num_classes, dit.graph.conditioning.num_classes);
+            bail!(
+                "data `{}` has {} classes, the graph has only {}",
+                cfg.data,
+                data.num_classes,
+                dit.graph.conditioning.num_classes
+            );
         }
         let sched = NoiseSchedule::new(cfg.beta_schedule, cfg.diffusion_steps);
         Ok(Self { dit, cfg, store, opt, ema, step, extra, data, sched, perm: (usize::MAX, Vec::new()) })
@@ -174,7 +209,13 @@ impl<D: Backend> Trainer<D> {
             optim::clip(&mut grads, grad_norm, c);
         }
         let lr = self.cfg.lr_at(s);
-        let hp = AdamWHp { lr, beta1: self.cfg.beta1, beta2: self.cfg.beta2, eps: self.cfg.adam_eps, weight_decay: self.cfg.weight_decay };
+        let hp = AdamWHp {
+            lr,
+            beta1: self.cfg.beta1,
+            beta2: self.cfg.beta2,
+            eps: self.cfg.adam_eps,
+            weight_decay: self.cfg.weight_decay,
+        };
         self.opt.t = s as u64 + 1;
         for (name, g) in &grads {
             let mut v = self.store.leaf(name)?.value.as_vec();

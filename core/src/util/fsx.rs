@@ -14,10 +14,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Like [`write_atomic`], but the content is produced by `fill` writing into the
 /// temporary file. If `fill` fails, the temporary file is removed and `path` is
 /// untouched.
-pub fn write_atomic_with(
-    path: &Path,
-    fill: impl FnOnce(&mut std::fs::File) -> Result<()>,
-) -> Result<()> {
+pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut std::fs::File) -> Result<()>) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -26,8 +23,8 @@ pub fn write_atomic_with(
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| -> Result<()> {
-        let mut f = std::fs::File::create(&tmp)
-            .with_context(|| format!("creating temporary file {}", tmp.display()))?;
+        let mut f =
+            std::fs::File::create(&tmp).with_context(|| format!("creating temporary file {}", tmp.display()))?;
         fill(&mut f)?;
         f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
         Ok(())
@@ -36,8 +33,7 @@ pub fn write_atomic_with(
         let _ = std::fs::remove_file(&tmp);
         return Err(e.context(format!("writing {}", path.display())));
     }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     if let Ok(d) = std::fs::File::open(&dir) {
         let _ = d.sync_all();
     }

@@ -21,28 +21,14 @@ pub fn to_u8(x: f32) -> u8 {
 /// count is drawn as grayscale from its first channel. Errors (naming `path`)
 /// when a size is zero, `images.len() != n * c * h * w`, the grid is too large,
 /// or the file cannot be written. The file is written atomically.
-pub fn save_grid_png(
-    path: &Path,
-    images: &[f32],
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    nrow: usize,
-) -> Result<()> {
+pub fn save_grid_png(path: &Path, images: &[f32], n: usize, c: usize, h: usize, w: usize, nrow: usize) -> Result<()> {
     let p = path.display();
     if n == 0 || c == 0 || h == 0 || w == 0 || nrow == 0 {
         bail!("{p}: cannot save image grid with a zero size (n={n}, c={c}, h={h}, w={w}, nrow={nrow})");
     }
-    let expected = n
-        .checked_mul(c)
-        .and_then(|v| v.checked_mul(h))
-        .and_then(|v| v.checked_mul(w));
+    let expected = n.checked_mul(c).and_then(|v| v.checked_mul(h)).and_then(|v| v.checked_mul(w));
     if expected != Some(images.len()) {
-        bail!(
-            "{p}: image buffer has {} values, expected n*c*h*w = {n}*{c}*{h}*{w}",
-            images.len()
-        );
+        bail!("{p}: image buffer has {} values, expected n*c*h*w = {n}*{c}*{h}*{w}", images.len());
     }
     let cols = nrow.min(n);
     let rows = n.div_ceil(cols);
@@ -64,11 +50,7 @@ pub fn save_grid_png(
             }
         }
     }
-    let color = if out_c == 3 {
-        ExtendedColorType::Rgb8
-    } else {
-        ExtendedColorType::L8
-    };
+    let color = if out_c == 3 { ExtendedColorType::Rgb8 } else { ExtendedColorType::L8 };
     let mut png = Vec::new();
     PngEncoder::new(&mut png)
         .write_image(&grid, gw as u32, gh as u32, color)
@@ -114,24 +96,14 @@ mod tests {
         assert_eq!(img.as_rgb8().expect("rgb").get_pixel(2, 2).0, [0, 255, 0]);
         let two = dir.path().join("two.png");
         save_grid_png(&two, &[1.0, -1.0], 1, 2, 1, 1, 1).unwrap();
-        assert_eq!(
-            image::open(&two)
-                .unwrap()
-                .as_luma8()
-                .unwrap()
-                .get_pixel(2, 2)[0],
-            255
-        );
+        assert_eq!(image::open(&two).unwrap().as_luma8().unwrap().get_pixel(2, 2)[0], 255);
     }
 
     #[test]
     fn bad_sizes_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.png");
-        let msg = format!(
-            "{:#}",
-            save_grid_png(&path, &[0.0; 5], 1, 1, 2, 2, 1).unwrap_err()
-        );
+        let msg = format!("{:#}", save_grid_png(&path, &[0.0; 5], 1, 1, 2, 2, 1).unwrap_err());
         assert!(msg.contains("bad.png") && msg.contains("5 values"), "{msg}");
         assert!(save_grid_png(&path, &[], 0, 1, 2, 2, 1).is_err());
         assert!(save_grid_png(&path, &[0.0; 4], 1, 1, 2, 2, 0).is_err());

@@ -51,11 +51,7 @@ pub fn line_plot_svg(
     let clean: Vec<Vec<(f64, f64)>> = series
         .iter()
         .map(|s| {
-            s.points
-                .iter()
-                .copied()
-                .filter(|&(x, y)| x.is_finite() && y.is_finite() && (!log_y || y > 0.0))
-                .collect()
+            s.points.iter().copied().filter(|&(x, y)| x.is_finite() && y.is_finite() && (!log_y || y > 0.0)).collect()
         })
         .collect();
     let all = || clean.iter().flatten();
@@ -63,23 +59,12 @@ pub fn line_plot_svg(
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        let labels = Labels {
-            title,
-            x: x_label,
-            y: y_label,
-        };
+        let labels = Labels { title, x: x_label, y: y_label };
         let res = if log_y {
             let yr = pad_log(bounds(all().map(|p| p.1)));
             draw(&root, &labels, series, &clean, xr, yr.log_scale())
         } else {
-            draw(
-                &root,
-                &labels,
-                series,
-                &clean,
-                xr,
-                pad_linear(bounds(all().map(|p| p.1))),
-            )
+            draw(&root, &labels, series, &clean, xr, pad_linear(bounds(all().map(|p| p.1))))
         };
         res.and_then(|_| root.present().map_err(|e| anyhow!("{e:?}")))
             .map_err(|e| anyhow!("{}: drawing plot: {e}", path.display()))?;
@@ -128,14 +113,10 @@ where
     for (i, (s, pts)) in series.iter().zip(clean).enumerate() {
         let color = COLORS[i % COLORS.len()];
         let style = color.stroke_width(2);
-        let drawn = chart
-            .draw_series(LineSeries::new(pts.iter().copied(), style))
-            .map_err(err)?;
+        let drawn = chart.draw_series(LineSeries::new(pts.iter().copied(), style)).map_err(err)?;
         if !s.name.is_empty() {
             legend = true;
-            drawn
-                .label(s.name.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+            drawn.label(s.name.as_str()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
         }
     }
     if legend {
@@ -163,9 +144,7 @@ fn pad_linear(b: Option<(f64, f64)>) -> Range<f64> {
     match b {
         None => 0.0..1.0,
         Some((lo, hi)) if hi - lo <= f64::EPSILON * hi.abs().max(1.0) => {
-            let d = (lo.abs() * 0.1)
-                .max(1e-9)
-                .max(if lo == 0.0 { 1.0 } else { 0.0 });
+            let d = (lo.abs() * 0.1).max(1e-9).max(if lo == 0.0 { 1.0 } else { 0.0 });
             lo - d..hi + d
         }
         Some((lo, hi)) => {
@@ -207,11 +186,7 @@ fn fmt_num(v: f64) -> String {
 /// starting from the first point. `alpha` is clamped to `(0, 1]` (1 = no
 /// smoothing). Points with a non-finite coordinate are dropped.
 pub fn smooth_ema(points: &[(f64, f64)], alpha: f64) -> Vec<(f64, f64)> {
-    let alpha = if alpha.is_nan() {
-        1.0
-    } else {
-        alpha.clamp(1e-6, 1.0)
-    };
+    let alpha = if alpha.is_nan() { 1.0 } else { alpha.clamp(1e-6, 1.0) };
     let mut s: Option<f64> = None;
     points
         .iter()
@@ -229,10 +204,7 @@ mod tests {
     use super::*;
 
     fn series(name: &str, pts: &[(f64, f64)]) -> Series {
-        Series {
-            name: name.into(),
-            points: pts.to_vec(),
-        }
+        Series { name: name.into(), points: pts.to_vec() }
     }
 
     fn render(series: &[Series], log_y: bool) -> String {
@@ -240,10 +212,7 @@ mod tests {
         let path = dir.path().join("plot.svg");
         line_plot_svg(&path, "Loss <curve>", "step", "loss", series, log_y).unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();
-        assert!(
-            svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
-            "{svg}"
-        );
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{svg}");
         assert!(svg.contains("Loss &lt;curve&gt;") || svg.contains("Loss <curve>"));
         svg
     }
@@ -255,10 +224,7 @@ mod tests {
         for log_y in [false, true] {
             let svg = render(&[a.clone(), b.clone()], log_y);
             assert!(svg.contains("train") && svg.contains("eval"));
-            assert!(
-                svg.contains("#1F77B4") || svg.contains("31,119,180") || svg.contains("#1f77b4"),
-                "{svg}"
-            );
+            assert!(svg.contains("#1F77B4") || svg.contains("31,119,180") || svg.contains("#1f77b4"), "{svg}");
         }
     }
 
@@ -270,22 +236,13 @@ mod tests {
         render(&[series("neg", &[(0.0, -1.0), (1.0, 0.0)])], true);
         render(&[series("flat", &[(5.0, 3.0), (5.0, 3.0)])], false);
         render(&[series("one", &[(0.0, 0.0)])], false);
-        render(
-            &[series(
-                "inf",
-                &[(f64::INFINITY, 1.0), (1.0, f64::NEG_INFINITY)],
-            )],
-            true,
-        );
+        render(&[series("inf", &[(f64::INFINITY, 1.0), (1.0, f64::NEG_INFINITY)])], true);
     }
 
     #[test]
     fn ema_smooths_and_skips_nan() {
         let pts = [(0.0, 0.0), (1.0, f64::NAN), (2.0, 10.0), (3.0, 10.0)];
-        assert_eq!(
-            smooth_ema(&pts, 0.5),
-            vec![(0.0, 0.0), (2.0, 5.0), (3.0, 7.5)]
-        );
+        assert_eq!(smooth_ema(&pts, 0.5), vec![(0.0, 0.0), (2.0, 5.0), (3.0, 7.5)]);
         assert_eq!(smooth_ema(&pts, 1.0).len(), 3);
         assert!(smooth_ema(&[], 0.1).is_empty());
     }

@@ -34,7 +34,12 @@ impl DitBlock {
     }
 
     /// `x` (B, T, D), `c_silu` = SiLU(c) (B, D) → (B, T, D).
-    pub fn forward<D: Backend, T: Tape<f32, D>>(&self, p: &Params<D, T>, x: T3<D, T>, c_silu: T2<D, T>) -> Result<T3<D, T>> {
+    pub fn forward<D: Backend, T: Tape<f32, D>>(
+        &self,
+        p: &Params<D, T>,
+        x: T3<D, T>,
+        c_silu: T2<D, T>,
+    ) -> Result<T3<D, T>> {
         let (b, t, d) = *x.shape();
         let m = self.ada.forward(p, c_silu)?; // (B, 6D)
         let chunk = |k: usize| m.with_empty_tape().slice((.., k * d..(k + 1) * d)); // (B, D)

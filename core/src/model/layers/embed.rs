@@ -64,7 +64,12 @@ pub struct TimestepEmbedder {
 impl TimestepEmbedder {
     /// DiT's timestep embedder of width `dim`.
     pub fn new(dim: usize, freq_dim: usize, max_period: f64) -> Self {
-        Self { fc1: Linear::new("t_embedder.mlp.0", freq_dim, dim), fc2: Linear::new("t_embedder.mlp.2", dim, dim), freq_dim, max_period }
+        Self {
+            fc1: Linear::new("t_embedder.mlp.0", freq_dim, dim),
+            fc2: Linear::new("t_embedder.mlp.2", dim, dim),
+            freq_dim,
+            max_period,
+        }
     }
 
     /// Timesteps (B) → (B, D).

@@ -21,11 +21,21 @@ pub struct FinalLayer {
 impl FinalLayer {
     /// Final layer from width `dim` to `out` values per token.
     pub fn new(dim: usize, out: usize, eps: f64) -> Self {
-        Self { ada: Linear::new("final_layer.adaLN_modulation.1", dim, 2 * dim), linear: Linear::new("final_layer.linear", dim, out), dim, eps }
+        Self {
+            ada: Linear::new("final_layer.adaLN_modulation.1", dim, 2 * dim),
+            linear: Linear::new("final_layer.linear", dim, out),
+            dim,
+            eps,
+        }
     }
 
     /// `x` (B, T, D), `c_silu` (B, D) → (B·T, p·p·C).
-    pub fn forward<D: Backend, T: Tape<f32, D>>(&self, p: &Params<D, T>, x: T3<D, T>, c_silu: T2<D, T>) -> Result<T2<D, T>> {
+    pub fn forward<D: Backend, T: Tape<f32, D>>(
+        &self,
+        p: &Params<D, T>,
+        x: T3<D, T>,
+        c_silu: T2<D, T>,
+    ) -> Result<T2<D, T>> {
         let (b, t, d) = *x.shape();
         let m = self.ada.forward(p, c_silu)?; // (B, 2D)
         let shift = m.with_empty_tape().slice((.., 0..d));

@@ -17,7 +17,10 @@ pub struct Mlp {
 impl Mlp {
     /// An MLP `dim → hidden → dim`.
     pub fn new(prefix: &str, dim: usize, hidden: usize) -> Self {
-        Self { fc1: Linear::new(format!("{prefix}.fc1"), dim, hidden), fc2: Linear::new(format!("{prefix}.fc2"), hidden, dim) }
+        Self {
+            fc1: Linear::new(format!("{prefix}.fc1"), dim, hidden),
+            fc2: Linear::new(format!("{prefix}.fc2"), hidden, dim),
+        }
     }
 
     /// `(N, D) → (N, D)`.
