@@ -4,12 +4,14 @@
 //! * `expr` — parameterizations: model weights as expressions over leaves;
 //! * `store` — the leaves on the device, and the per-forward view;
 //! * `init` — DiT's initialization, documented in one place;
+//! * `kernels` — fused ops with hand-written backward passes, per device;
 //! * `layers` — one file per layer, names built by prefix;
 //! * `dit` — the whole network and the patchify/unpatchify helpers.
 
 pub mod dit;
 pub mod expr;
 pub mod init;
+pub mod kernels;
 pub mod layers;
 pub mod store;
 

@@ -12,8 +12,8 @@ use std::marker::PhantomData;
 pub type CpuDevice = dfdx::tensor::Cpu;
 
 /// The device trait every backend (CPU, CUDA) satisfies.
-pub trait Backend: Device<f32> + Clone + 'static {}
-impl<D: Device<f32> + Clone + 'static> Backend for D {}
+pub trait Backend: Device<f32> + super::kernels::Kernels + Clone + 'static {}
+impl<D: Device<f32> + super::kernels::Kernels + Clone + 'static> Backend for D {}
 
 /// A flat (1-D) tensor with runtime length.
 pub type Flat<D, T = NoneTape> = Tensor<(usize,), f32, D, T>;

@@ -25,7 +25,7 @@ impl Mlp {
 
     /// `(N, D) → (N, D)`.
     pub fn forward<D: Backend, T: Tape<f32, D>>(&self, p: &Params<D, T>, x: T2<D, T>) -> Result<T2<D, T>> {
-        let h = self.fc1.forward(p, x)?.fast_gelu(); // (N, hidden)
+        let h = D::gelu_tanh(self.fc1.forward(p, x)?); // (N, hidden)
         self.fc2.forward(p, h)
     }
 }
