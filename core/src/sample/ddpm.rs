@@ -59,7 +59,10 @@ mod tests {
         for steps in [1000, 50] {
             let mut eps = |x: &[f32], t: usize| {
                 let ab = sched.alphas_cumprod[t];
-                Ok(x.iter().zip(&target).map(|(x, x0)| (x - ab.sqrt() as f32 * x0) / (1.0 - ab).sqrt() as f32).collect())
+                Ok(x.iter()
+                    .zip(&target)
+                    .map(|(x, x0)| (x - ab.sqrt() as f32 * x0) / (1.0 - ab).sqrt() as f32)
+                    .collect())
             };
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
             let x = generate(&Ddpm, &sched, steps, true, 16, &mut eps, &mut rng).unwrap();

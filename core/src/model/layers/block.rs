@@ -42,10 +42,10 @@ impl DitBlock {
     ) -> Result<T3<D, T>> {
         let (b, t, d) = *x.shape();
         let m = self.ada.forward(p, c_silu)?; // (B, 6D)
-        let chunk = |k: usize| m.with_empty_tape().slice((.., k * d..(k + 1) * d)); // (B, D)
-        let (shift_msa, scale_msa, gate_msa) = (chunk(0), chunk(1), chunk(2));
-        let (shift_mlp, scale_mlp) = (chunk(3), chunk(4));
-        let gate_mlp = m.slice((.., 5 * d..6 * d));
+        let mut c = norm::chunks(m, 6).into_iter(); // shift, scale, gate for MSA, then for MLP: (B, D) each
+        let mut next = || c.next().expect("six chunks");
+        let (shift_msa, scale_msa, gate_msa) = (next(), next(), next());
+        let (shift_mlp, scale_mlp, gate_mlp) = (next(), next(), next());
 
         let h = norm::modulate(norm::layer_norm(x.with_empty_tape(), self.eps), shift_msa, scale_msa);
         let a = self.attn.forward(p, h.reshape_like(&(b * t, d)), b, t)?.reshape_like(&(b, t, d));

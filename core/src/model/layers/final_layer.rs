@@ -38,8 +38,8 @@ impl FinalLayer {
     ) -> Result<T2<D, T>> {
         let (b, t, d) = *x.shape();
         let m = self.ada.forward(p, c_silu)?; // (B, 2D)
-        let shift = m.with_empty_tape().slice((.., 0..d));
-        let scale = m.slice((.., d..2 * d));
+        let mut c = norm::chunks(m, 2).into_iter();
+        let (shift, scale) = (c.next().expect("two chunks"), c.next().expect("two chunks"));
         let h = norm::modulate(norm::layer_norm(x, self.eps), shift, scale);
         self.linear.forward(p, h.reshape_like(&(b * t, d)))
     }
