@@ -19,7 +19,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = "runs/demo")]
     pub out: PathBuf,
     /// Training steps.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 2000)]
     pub steps: usize,
     /// Images per step.
     #[arg(long, default_value_t = 32)]
