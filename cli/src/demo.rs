@@ -25,8 +25,11 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
     /// Sampling steps for the grid.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 100)]
     pub sample_steps: usize,
+    /// Classifier-free guidance scale for the grid.
+    #[arg(long, default_value_t = 3.0)]
+    pub cfg: f32,
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -69,14 +72,14 @@ pub fn run(a: DemoArgs) -> Result<()> {
         n: 100,
         out: a.out.join("samples.png"),
         class: None,
-        cfg: 1.0,
+        cfg: a.cfg,
         steps: Some(a.sample_steps),
         seed: a.seed,
         sampler: "ddpm".into(),
         no_ema: false,
         no_clip: false,
     };
-    eprintln!("demo: sampling 100 images ({} DDPM steps, EMA weights)", a.sample_steps);
+    eprintln!("demo: sampling 100 images ({} DDPM steps, guidance {}, EMA weights)", a.sample_steps, a.cfg);
     let (x, _) = sample_images(&ck, &sa)?;
     save_grid_png(&sa.out, &x, sa.n, 1, g.input.height, g.input.width, 10)?;
     println!("demo finished");
