@@ -36,7 +36,7 @@ pub struct DemoArgs {
 }
 
 /// Runs the demo.
-pub fn run(a: DemoArgs) -> Result<()> {
+pub fn run(a: DemoArgs, reg: &fine_core::plugin::Registry) -> Result<()> {
     let g = graph::load::from_str(DEMO_GRAPH, "graphs/fmnist-demo.ron")?;
     let cfg = TrainConfig {
         data: "bundled".into(),
@@ -76,11 +76,12 @@ pub fn run(a: DemoArgs) -> Result<()> {
         steps: Some(a.sample_steps),
         seed: a.seed,
         sampler: "ddpm".into(),
+        sampler_opts: String::new(),
         no_ema: false,
         no_clip: false,
     };
     eprintln!("demo: sampling 100 images ({} DDPM steps, guidance {}, EMA weights)", a.sample_steps, a.cfg);
-    let (x, _) = sample_images(&ck, &sa)?;
+    let (x, _) = sample_images(&ck, &sa, reg)?;
     save_grid_png(&sa.out, &x, sa.n, 1, g.input.height, g.input.width, 10)?;
     println!("demo finished");
     println!("  run folder:   {}", a.out.display());

@@ -6,6 +6,8 @@
 mod bench;
 mod demo;
 mod graph_cmd;
+mod learngene;
+mod plugins;
 mod run;
 mod sample;
 mod train;
@@ -16,6 +18,10 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "fine", version, about, long_about = None)]
 struct Cli {
+    /// Load a plugin library (a file, or every library in a folder). Repeatable.
+    /// Also read: $FINE_PLUGIN_PATH (colon-separated) and ~/.local/share/fine/plugins.
+    #[arg(long, global = true, value_name = "PATH")]
+    plugin: Vec<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -24,6 +30,15 @@ struct Cli {
 enum Cmd {
     /// Train a DiT described by a RON graph on real images (or resume a run).
     Train(train::TrainArgs),
+    /// Pre-train an ancestry model parameterized by a learngene strategy.
+    Pretrain(learngene::PretrainArgs),
+    /// Learngene files: extract from an ancestry run, inspect.
+    Learngene {
+        #[command(subcommand)]
+        cmd: learngene::LearngeneCmd,
+    },
+    /// Build and initialize a descendant of another graph from a learngene.
+    Init(learngene::InitArgs),
     /// Draw samples from a trained run and write a PNG grid.
     Sample(sample::SampleArgs),
     /// Inspect graph files.
@@ -33,6 +48,11 @@ enum Cmd {
     },
     /// Train a small model on the bundled Fashion-MNIST subset and sample from it.
     Demo(demo::DemoArgs),
+    /// List and describe samplers and strategies.
+    Plugins {
+        #[command(subcommand)]
+        cmd: plugins::PluginsCmd,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -40,15 +60,38 @@ enum Cmd {
     },
 }
 
+/// Makes sure the linker keeps the built-in plugins (they register through `inventory`).
+fn link_builtins() {
+    fine_sampler_ddpm::link();
+    fine_sampler_ddim::link();
+    fine_sampler_dpm_solver::link();
+    fine_sampler_euler::link();
+    fine_strategy_scratch::link();
+}
+
 fn main() {
+    // Die quietly on a closed pipe (`fine plugins list | head`) instead of panicking in println!.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    link_builtins();
     let cli = Cli::parse();
-    let result = match cli.cmd {
-        Cmd::Train(a) => train::run(a),
-        Cmd::Sample(a) => sample::run(a),
-        Cmd::Graph { cmd } => graph_cmd::run(cmd),
-        Cmd::Demo(a) => demo::run(a),
-        Cmd::Bench { cmd } => bench::run(cmd),
-    };
+    let result = fine_core::plugin::Registry::load(&cli.plugin).and_then(|reg| {
+        for n in &reg.notes {
+            eprintln!("warning: {n}");
+        }
+        match cli.cmd {
+            Cmd::Train(a) => train::run(a),
+            Cmd::Sample(a) => sample::run(a, &reg),
+            Cmd::Pretrain(a) => learngene::pretrain(a, &reg),
+            Cmd::Learngene { cmd } => learngene::learngene(cmd, &reg),
+            Cmd::Init(a) => learngene::init(a, &reg),
+            Cmd::Graph { cmd } => graph_cmd::run(cmd),
+            Cmd::Demo(a) => demo::run(a, &reg),
+            Cmd::Plugins { cmd } => plugins::run(cmd, &reg),
+            Cmd::Bench { cmd } => bench::run(cmd),
+        }
+    });
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -6,9 +6,9 @@ use clap::Args;
 use fine_core::checkpoint::Checkpoint;
 use fine_core::diffusion::NoiseSchedule;
 use fine_core::model::{Dit, ParamStore};
-use fine_core::sample::{self as smp, Denoiser, Sampler};
+use fine_core::plugin::Registry;
+use fine_core::sample::{self as smp, Denoiser, Options};
 use fine_core::util::image::save_grid_png;
-use rand::SeedableRng;
 use std::path::PathBuf;
 
 /// Options of `fine sample`.
@@ -35,9 +35,12 @@ pub struct SampleArgs {
     /// Seed of the initial noise and the sampler's noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Sampler.
+    /// Sampler plugin (`fine plugins list`).
     #[arg(long, default_value = "ddpm")]
     pub sampler: String,
+    /// Sampler options: `name=value,...` or a RON map (`fine plugins info NAME`).
+    #[arg(long, default_value = "")]
+    pub sampler_opts: String,
     /// Use the live weights instead of the EMA weights.
     #[arg(long)]
     pub no_ema: bool,
@@ -46,16 +49,8 @@ pub struct SampleArgs {
     pub no_clip: bool,
 }
 
-/// Looks a sampler up by name.
-pub fn sampler_by_name(name: &str) -> Result<Box<dyn Sampler>> {
-    match name {
-        "ddpm" => Ok(Box::new(smp::ddpm::Ddpm)),
-        _ => bail!("unknown sampler `{name}` (available: ddpm)"),
-    }
-}
-
 /// Samples `n` images from a checkpoint; returns NCHW values in [-1, 1] and the labels.
-pub fn sample_images(ck: &Checkpoint, a: &SampleArgs) -> Result<(Vec<f32>, Vec<usize>)> {
+pub fn sample_images(ck: &Checkpoint, a: &SampleArgs, reg: &Registry) -> Result<(Vec<f32>, Vec<usize>)> {
     let g = &ck.graph;
     let classes = g.conditioning.num_classes;
     if let Some(c) = a.class {
@@ -69,26 +64,26 @@ pub fn sample_images(ck: &Checkpoint, a: &SampleArgs) -> Result<(Vec<f32>, Vec<u
     let store = ParamStore::from_values(run::cpu(), ck.spec.clone(), weights)?;
     let sched = NoiseSchedule::new(ck.train.beta_schedule, ck.train.diffusion_steps);
     let steps = a.steps.unwrap_or(sched.len());
-    let sampler = sampler_by_name(&a.sampler)?;
+    let sampler = reg.sampler(&a.sampler)?;
+    let opts = Options::parse(&sampler.info(), &a.sampler_opts)?;
     let den = Denoiser { dit: &dit, store: &store, labels: labels.clone(), cfg_scale: a.cfg, chunk: 64 };
     let bar = indicatif::ProgressBar::new(steps as u64);
     let mut eps = |x: &[f32], t: usize| {
         bar.inc(1);
         den.eps(x, t)
     };
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(a.seed);
-    let x = smp::generate(sampler.as_ref(), &sched, steps, !a.no_clip, a.n * dit.image_len(), &mut eps, &mut rng)?;
+    let x = smp::generate(sampler, &opts, &sched, steps, !a.no_clip, a.n * dit.image_len(), &mut eps, a.seed)?;
     bar.finish_and_clear();
     Ok((x, labels))
 }
 
 /// Runs `fine sample`.
-pub fn run(a: SampleArgs) -> Result<()> {
+pub fn run(a: SampleArgs, reg: &Registry) -> Result<()> {
     if a.n == 0 {
         bail!("--n must be at least 1");
     }
     let ck = Checkpoint::load(&RunDir(a.run.clone()).checkpoint())?;
-    let (x, _) = sample_images(&ck, &a)?;
+    let (x, _) = sample_images(&ck, &a, reg)?;
     let i = &ck.graph.input;
     let nrow = if a.class.is_some() {
         (a.n as f64).sqrt().ceil() as usize

@@ -22,8 +22,13 @@ pub struct TrainArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Resume the run in this folder (its stored graph and config are used).
-    #[arg(long, conflicts_with_all = ["graph", "config", "out"])]
+    #[arg(long, conflicts_with_all = ["graph", "config", "out", "from"])]
     pub resume: Option<PathBuf>,
+    /// Start a new run from the weights in this folder (a `fine init` output or
+    /// any run); its graph is used, the config comes from flags. Output: --out,
+    /// default FROM/train.
+    #[arg(long, conflicts_with = "graph")]
+    pub from: Option<PathBuf>,
     /// Stop after this global step (the run can be resumed later).
     #[arg(long)]
     pub until: Option<usize>,
@@ -146,6 +151,28 @@ pub fn run(a: TrainArgs) -> Result<()> {
         }
         run::truncate_metrics(&rd, t.step)?;
         eprintln!("resuming {} at step {}/{}", dir.display(), t.step, t.cfg.steps);
+        (t, rd)
+    } else if let Some(from) = &a.from {
+        let out = a.out.clone().unwrap_or_else(|| from.join("train"));
+        if run::has_run(&out) {
+            bail!("{} already holds a run; use --resume {} or another --out", out.display(), out.display());
+        }
+        let mut cfg = match &a.config {
+            Some(p) => load_config(p)?,
+            None => TrainConfig::default(),
+        };
+        a.over.apply(&mut cfg)?;
+        let t = crate::learngene::trainer_from(from, cfg)?;
+        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+        let rd = RunDir(out.clone());
+        run::write_run_ron(&rd, &t)?;
+        eprintln!(
+            "training {} from {} for {} steps → {}",
+            t.dit.graph.name,
+            from.display(),
+            t.cfg.steps,
+            out.display()
+        );
         (t, rd)
     } else {
         let gpath = a.graph.as_ref().ok_or_else(|| anyhow!("--graph FILE is required (or --resume DIR)"))?;

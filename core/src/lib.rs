@@ -12,6 +12,8 @@ pub mod data;
 pub mod diffusion;
 pub mod graph;
 pub mod model;
+pub mod plugin;
 pub mod sample;
+pub mod strategy;
 pub mod train;
 pub mod util;

@@ -1,13 +1,13 @@
 //! Architecture graphs: RON files that describe one diffusion transformer each.
 //!
-//! - `schema` (private, re-exported here): the [`Graph`] data type and its fields.
+//! - the [`Graph`] data type and its fields live in `fine-plugin-api` (`plugins/api/src/graph.rs`),
+//!   shared with plugins, and are re-exported here.
 //! - [`load`]: parse a RON file or string into a validated [`Graph`], and back.
 //! - [`validate`](mod@validate): shape and range checks that report every problem at once.
 //! - [`cost`]: parameter names/shapes (DiT state-dict order), counts, FLOPs
 //!   and a human-readable summary.
 
-mod schema;
-pub use schema::*;
+pub use fine_plugin_api::graph::*;
 
 pub mod cost;
 pub mod load;

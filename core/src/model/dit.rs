@@ -10,13 +10,13 @@
 //! loss compares it with the target noise rearranged the same way, which is
 //! exactly the MSE after `unpatchify` (a permutation).
 
-use super::expr::Parameterization;
 use super::init::dit_init;
 use super::layers::{block::DitBlock, embed, final_layer::FinalLayer, linear::Linear, silu, T2};
 use super::{Backend, Params};
 use crate::graph::{cost::param_shapes, Graph};
 use anyhow::{bail, Result};
 use dfdx::prelude::*;
+use fine_plugin_api::param::Parameterization;
 
 /// A DiT whose weights come from a [`Params`] view.
 #[derive(Debug, Clone)]

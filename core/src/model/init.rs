@@ -13,7 +13,7 @@
 //! | `final_layer.adaLN_modulation.1.*`, `final_layer.linear.*` | zero (the model starts predicting 0) |
 //! | `pos_embed` | fixed 2-D sin-cos, not a parameter (see `layers::embed`) |
 
-use super::expr::Init;
+use fine_plugin_api::param::Init;
 
 /// DiT's initialization for the weight `name` of `shape` (PyTorch (out, in) order).
 pub fn dit_init(name: &str, shape: &[usize]) -> Init {

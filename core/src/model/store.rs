@@ -1,8 +1,8 @@
 //! The named parameter store and the per-forward view that evaluates bindings.
 
-use super::expr::{Expr, Init, Parameterization};
 use anyhow::{anyhow, bail, Context, Result};
 use dfdx::prelude::*;
+use fine_plugin_api::param::{Expr, Init, Parameterization};
 use rand::Rng;
 use rand_distr::{Distribution, Normal, Uniform};
 use std::collections::BTreeMap;

@@ -1,0 +1,267 @@
+//! The learngene pipeline around strategy plugins:
+//! `fine pretrain` → `fine learngene extract` → `fine init` → `fine train --from`.
+
+use crate::run::{self, RunDir};
+use crate::train::{load_config, Overrides};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand};
+use fine_core::checkpoint::Checkpoint;
+use fine_core::graph;
+use fine_core::model::{Dit, ParamStore};
+use fine_core::plugin::Registry;
+use fine_core::strategy::{self as st, load_learngene, save_learngene};
+use fine_core::train::{TrainConfig, Trainer};
+use fine_plugin_api::Options;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Options of `fine pretrain`.
+#[derive(Args, Debug)]
+pub struct PretrainArgs {
+    /// Strategy plugin that parameterizes the ancestry (`fine plugins list`).
+    #[arg(long)]
+    pub strategy: String,
+    /// Strategy options: `name=value,...` or a RON map.
+    #[arg(long, default_value = "")]
+    pub strategy_opts: String,
+    /// Ancestry graph.
+    #[arg(long)]
+    pub graph: PathBuf,
+    /// Run configuration file (RON).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Output run folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Stop after this global step (resume with `fine train --resume`).
+    #[arg(long)]
+    pub until: Option<usize>,
+    #[command(flatten)]
+    pub over: Overrides,
+}
+
+/// Runs `fine pretrain`.
+pub fn pretrain(a: PretrainArgs, reg: &Registry) -> Result<()> {
+    if run::has_run(&a.out) {
+        bail!(
+            "{} already holds a run; use `fine train --resume {}` or another --out",
+            a.out.display(),
+            a.out.display()
+        );
+    }
+    let strategy = reg.strategy(&a.strategy)?;
+    let info = strategy.info();
+    let opts = Options::parse(&info, &a.strategy_opts)?;
+    let g = graph::load::from_file(&a.graph)?;
+    let mut cfg = a.config.as_deref().map(load_config).transpose()?.unwrap_or_default();
+    a.over.apply(&mut cfg)?;
+    let dit = Dit::new(&g);
+    let spec = strategy.ancestry(&g, &st::weights_of(&dit), &opts)?;
+    let mut t = Trainer::new(run::cpu(), &g, cfg, Some(spec))?;
+    t.extra = BTreeMap::from([
+        ("strategy".to_string(), info.name.clone()),
+        ("strategy_version".to_string(), info.version.clone()),
+        ("strategy_opts".to_string(), opts.to_ron()),
+    ]);
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let dir = RunDir(a.out.clone());
+    run::write_run_ron(&dir, &t)?;
+    eprintln!(
+        "pretraining the `{}` ancestry of {}: {} stored values ({} trainable) for {} steps → {}",
+        info.name,
+        g.name,
+        t.store.num_values(),
+        t.store.num_trainable(),
+        t.cfg.steps,
+        a.out.display()
+    );
+    let until = a.until.unwrap_or(t.cfg.steps).min(t.cfg.steps);
+    run::train_loop(&mut t, &dir, until, &format!("{} ancestry", info.name))?;
+    println!("ancestry run: {} (step {})", a.out.display(), t.step);
+    println!("next: fine learngene extract --run {} --out learngene.safetensors", a.out.display());
+    Ok(())
+}
+
+/// `fine learngene ...`.
+#[derive(Subcommand)]
+pub enum LearngeneCmd {
+    /// Extract the learngene from a pretrained ancestry run (its EMA weights).
+    Extract {
+        /// Ancestry run folder (made by `fine pretrain`).
+        #[arg(long)]
+        run: PathBuf,
+        /// Output learngene file (safetensors).
+        #[arg(long)]
+        out: PathBuf,
+        /// Use the live weights instead of the EMA weights.
+        #[arg(long)]
+        no_ema: bool,
+    },
+    /// What a learngene file holds and what it costs to store.
+    Info {
+        /// Learngene file.
+        file: PathBuf,
+    },
+}
+
+/// Runs a learngene subcommand.
+pub fn learngene(cmd: LearngeneCmd, reg: &Registry) -> Result<()> {
+    match cmd {
+        LearngeneCmd::Extract { run, out, no_ema } => {
+            let ck = Checkpoint::load(&RunDir(run.clone()).checkpoint())?;
+            let name = ck.extra.get("strategy").ok_or_else(|| {
+                anyhow!("{} was not made by `fine pretrain` (its checkpoint names no strategy)", run.display())
+            })?;
+            let strategy = reg.strategy(name)?;
+            let info = strategy.info();
+            if ck.extra.get("strategy_version") != Some(&info.version) {
+                eprintln!(
+                    "warning: the run was made by `{name}` {}, this is {}",
+                    ck.extra.get("strategy_version").map(String::as_str).unwrap_or("?"),
+                    info.version
+                );
+            }
+            let opts = Options::from_ron(&info, ck.extra.get("strategy_opts").map(String::as_str).unwrap_or(""))?;
+            let values = if no_ema { &ck.params } else { &ck.ema };
+            let leaves = st::values_as_tensors(&ck.spec, values)?;
+            let mut lg = strategy.extract(&ck.graph, &ck.spec, &leaves, &opts)?;
+            lg.meta.insert("source_graph".into(), graph::load::to_ron(&ck.graph));
+            lg.meta.insert("source_run".into(), run.display().to_string());
+            lg.meta.insert("data".into(), format!("{} {}", ck.train.data, ck.train.split));
+            lg.meta.insert("steps".into(), ck.step.to_string());
+            lg.meta.insert("weights".into(), if no_ema { "live" } else { "ema" }.into());
+            save_learngene(&out, &lg)?;
+            let n: usize = lg.tensors.values().map(|t| t.data.len()).sum();
+            println!(
+                "wrote {} ({} tensors, {} values) from {} step {}",
+                out.display(),
+                lg.tensors.len(),
+                n,
+                ck.graph.name,
+                ck.step
+            );
+            Ok(())
+        }
+        LearngeneCmd::Info { file } => {
+            let lg = load_learngene(&file)?;
+            let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            println!("{}: learngene by `{}` {}", file.display(), lg.strategy, lg.strategy_version);
+            for (k, v) in &lg.meta {
+                if k != "source_graph" {
+                    println!("  {k}: {v}");
+                }
+            }
+            let n: usize = lg.tensors.values().map(|t| t.data.len()).sum();
+            println!("  {} tensors, {} values, {} bytes on disk", lg.tensors.len(), n, bytes);
+            for (name, t) in &lg.tensors {
+                println!("    {name:<40} {:?}", t.shape);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Options of `fine init`.
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Learngene file (`fine learngene extract`).
+    #[arg(long)]
+    pub learngene: PathBuf,
+    /// Target (descendant) graph.
+    #[arg(long)]
+    pub graph: PathBuf,
+    /// Output folder: `checkpoint.safetensors` holds the initialized plain model,
+    /// `init/` the initialization-phase run.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Strategy options: `name=value,...` or a RON map.
+    #[arg(long, default_value = "")]
+    pub strategy_opts: String,
+    /// Steps of the initialization phase (default: the strategy's choice).
+    #[arg(long, alias = "sigma-steps")]
+    pub init_steps: Option<usize>,
+    /// Run configuration of the initialization phase (RON).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub over: Overrides,
+}
+
+/// Runs `fine init`.
+pub fn init(a: InitArgs, reg: &Registry) -> Result<()> {
+    let lg = load_learngene(&a.learngene)?;
+    let strategy = reg
+        .strategy(&lg.strategy)
+        .with_context(|| format!("learngene {} needs its strategy", a.learngene.display()))?;
+    let info = strategy.info();
+    let opts = Options::parse(&info, &a.strategy_opts)?;
+    let g = graph::load::from_file(&a.graph)?;
+    let dit = Dit::new(&g);
+    let dir = RunDir(a.out.clone());
+    if run::has_run(&a.out) {
+        bail!("{} already holds a model; pass another --out", a.out.display());
+    }
+    let t0 = Instant::now();
+    let desc = strategy
+        .descendant(&lg, &g, &st::weights_of(&dit), &opts)
+        .with_context(|| format!("building a descendant of {} from {}", g.name, a.learngene.display()))?;
+    let mut cfg = a.config.as_deref().map(load_config).transpose()?.unwrap_or_default();
+    a.over.apply(&mut cfg)?;
+    let init_steps = a.init_steps.unwrap_or(desc.init_steps);
+    cfg.steps = init_steps.max(1);
+    cfg.ckpt_every = cfg.steps;
+    let store = st::descendant_store(run::cpu(), &dit, &desc, cfg.seed)?;
+    let trainable = store.num_trainable();
+    let mut extra = BTreeMap::from([
+        ("strategy".to_string(), info.name.clone()),
+        ("strategy_version".to_string(), info.version.clone()),
+        ("learngene".to_string(), a.learngene.display().to_string()),
+        ("init_steps".to_string(), init_steps.to_string()),
+        ("init_trainable".to_string(), trainable.to_string()),
+    ]);
+    let mut t = Trainer::with_store(dit.clone(), cfg.clone(), store, extra.clone())?;
+    if init_steps > 0 {
+        let idir = RunDir(a.out.join("init"));
+        std::fs::create_dir_all(&idir.0).with_context(|| format!("creating {}", idir.0.display()))?;
+        run::write_run_ron(&idir, &t)?;
+        eprintln!(
+            "initializing {} from `{}` learngene: {init_steps} steps training {trainable} of {} values on {} images",
+            g.name,
+            info.name,
+            t.store.num_values(),
+            t.data.len
+        );
+        run::train_loop(&mut t, &idir, init_steps, "init")?;
+    }
+    let plain = st::materialize(&dit, &t.store)?;
+    extra.insert("init_seconds".into(), format!("{:.3}", t0.elapsed().as_secs_f64()));
+    let values = plain.host_values();
+    let ck = Checkpoint {
+        graph: g.clone(),
+        train: TrainConfig { steps: 0, ..cfg },
+        spec: plain.spec.clone(),
+        step: 0,
+        params: values.clone(),
+        ema: values,
+        adam_m: BTreeMap::new(),
+        adam_v: BTreeMap::new(),
+        extra,
+    };
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    ck.save(&dir.checkpoint())?;
+    println!("initialized {} in {:.1} s → {}", g.name, t0.elapsed().as_secs_f64(), dir.checkpoint().display());
+    println!("next: fine train --from {} --steps N", a.out.display());
+    Ok(())
+}
+
+/// A new run starting from the weights in `from` (an `init` folder or any run).
+pub fn trainer_from(from: &std::path::Path, cfg: TrainConfig) -> Result<Trainer<fine_core::model::store::CpuDevice>> {
+    let ck = Checkpoint::load(&RunDir(from.to_path_buf()).checkpoint())?;
+    let dit = Dit::new(&ck.graph);
+    let store = ParamStore::from_values(run::cpu(), ck.spec.clone(), ck.params.clone())?;
+    let plain = st::materialize(&dit, &store)?;
+    let mut extra = ck.extra.clone();
+    extra.insert("from".into(), from.display().to_string());
+    Trainer::with_store(dit, cfg, plain, extra)
+}

@@ -1,0 +1,221 @@
+//! The host side of the C ABI: a loaded library wrapped as a `Sampler` or
+//! `Strategy` trait object, so the rest of the program cannot tell it from a
+//! built-in.
+
+use anyhow::{anyhow, bail, Context, Result};
+use fine_plugin_api::abi::*;
+use fine_plugin_api::tensors::{from_safetensors, to_safetensors, Tensors};
+use fine_plugin_api::{
+    Descendant, EpsFn, Graph, Learngene, Options, Parameterization, Plugin, PluginInfo, PluginKind, Sampler,
+    SamplerContext, Strategy, WeightSpec,
+};
+use std::collections::BTreeMap;
+use std::ffi::c_void;
+use std::path::Path;
+
+/// A loaded library's entry table. Libraries are never unloaded, so the
+/// table stays valid for the life of the process.
+#[derive(Clone, Copy)]
+struct Lib {
+    vt: &'static PluginVTable,
+}
+
+unsafe impl Send for Lib {}
+unsafe impl Sync for Lib {}
+
+impl Lib {
+    /// Takes a buffer the plugin allocated, copies it out and frees it there.
+    fn take(&self, b: FineBuf) -> Vec<u8> {
+        let v = unsafe { b.to_vec() };
+        (self.vt.free)(b);
+        v
+    }
+
+    fn check(&self, status: i32, err: FineBuf, what: &str) -> Result<()> {
+        let msg = String::from_utf8_lossy(&self.take(err)).to_string();
+        match status {
+            STATUS_OK => Ok(()),
+            STATUS_PANIC => bail!("{what}: {msg}"),
+            STATUS_UNSUPPORTED => bail!("{what}: the plugin does not support this call"),
+            _ => bail!("{what}: {msg}"),
+        }
+    }
+}
+
+/// Loads the plugin library at `path`: checks the ABI version, reads its info,
+/// and wraps it. The library is leaked (never unloaded).
+pub fn load(path: &Path) -> Result<Plugin> {
+    let lib = unsafe { libloading::Library::new(path) }
+        .with_context(|| format!("loading plugin library {}", path.display()))?;
+    let lib: &'static libloading::Library = Box::leak(Box::new(lib));
+    let version: libloading::Symbol<extern "C" fn() -> u32> = unsafe { lib.get(VERSION_SYMBOL) }
+        .map_err(|_| anyhow!("{} is not a fine plugin: it exports no `fine_plugin_abi_version`", path.display()))?;
+    let v = version();
+    if v != ABI_VERSION {
+        bail!("{}: plugin ABI version {v} does not match this fine's ABI version {ABI_VERSION}", path.display());
+    }
+    let entry: libloading::Symbol<extern "C" fn() -> *const PluginVTable> =
+        unsafe { lib.get(ENTRY_SYMBOL) }.map_err(|_| anyhow!("{} exports no `fine_plugin_entry`", path.display()))?;
+    let vt = entry();
+    if vt.is_null() {
+        bail!("{}: `fine_plugin_entry` returned null", path.display());
+    }
+    let vt: &'static PluginVTable = unsafe { &*vt };
+    if vt.abi_version != ABI_VERSION {
+        bail!("{}: plugin table version {} does not match ABI version {ABI_VERSION}", path.display(), vt.abi_version);
+    }
+    let lib = Lib { vt };
+    let (mut out, mut err) = (FineBuf::empty(), FineBuf::empty());
+    let s = (vt.info)(&mut out, &mut err);
+    lib.check(s, err, &format!("{}: info", path.display()))?;
+    let text = String::from_utf8(lib.take(out)).map_err(|_| anyhow!("{}: info is not UTF-8", path.display()))?;
+    let info: PluginInfo =
+        ron::from_str(&text).map_err(|e| anyhow!("{}: info is not a valid PluginInfo: {e}", path.display()))?;
+    Ok(match info.kind {
+        PluginKind::Sampler => Plugin::Sampler(Box::new(DynSampler { lib, info })),
+        PluginKind::Strategy => Plugin::Strategy(Box::new(DynStrategy { lib, info })),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Samplers
+// ---------------------------------------------------------------------------
+
+struct DynSampler {
+    lib: Lib,
+    info: PluginInfo,
+}
+
+/// What the C callback reaches through `user`.
+struct CallbackState<'a, 'b> {
+    eps: &'a mut EpsFn<'b>,
+    error: Option<anyhow::Error>,
+}
+
+extern "C" fn eps_trampoline(user: *mut c_void, x: *const f32, n: usize, t: usize, out: *mut f32) -> i32 {
+    let st = unsafe { &mut *(user as *mut CallbackState) };
+    let x = unsafe { std::slice::from_raw_parts(x, n) };
+    match (st.eps)(x, t) {
+        Ok(e) if e.len() == n => {
+            unsafe { std::slice::from_raw_parts_mut(out, n).copy_from_slice(&e) };
+            0
+        }
+        Ok(e) => {
+            st.error = Some(anyhow!("denoiser returned {} values for {n}", e.len()));
+            1
+        }
+        Err(e) => {
+            st.error = Some(e);
+            1
+        }
+    }
+}
+
+impl Sampler for DynSampler {
+    fn info(&self) -> PluginInfo {
+        self.info.clone()
+    }
+
+    fn sample(
+        &self,
+        ctx: &SamplerContext,
+        opts: &Options,
+        mut x: Vec<f32>,
+        eps: &mut EpsFn,
+        seed: u64,
+    ) -> Result<Vec<f32>> {
+        let c = SampleCtx {
+            alphas_cumprod: ctx.alphas_cumprod.as_ptr(),
+            t_total: ctx.alphas_cumprod.len(),
+            steps: ctx.steps,
+            clip_denoised: ctx.clip_denoised as u8,
+        };
+        let o = opts.to_ron();
+        let mut st = CallbackState { eps, error: None };
+        let mut err = FineBuf::empty();
+        let s = (self.lib.vt.sample)(
+            &c,
+            o.as_ptr(),
+            o.len(),
+            x.as_mut_ptr(),
+            x.len(),
+            seed,
+            eps_trampoline,
+            &mut st as *mut CallbackState as *mut c_void,
+            &mut err,
+        );
+        if let Some(e) = st.error.take() {
+            let _ = self.lib.take(err);
+            return Err(e.context(format!("sampler `{}`", self.info.name)));
+        }
+        self.lib.check(s, err, &format!("sampler `{}`", self.info.name))?;
+        Ok(x)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Strategies
+// ---------------------------------------------------------------------------
+
+struct DynStrategy {
+    lib: Lib,
+    info: PluginInfo,
+}
+
+impl DynStrategy {
+    fn call(&self, method: u32, req: String, tensors: Option<Vec<u8>>) -> Result<(String, Vec<u8>)> {
+        let t = tensors.unwrap_or_default();
+        let (mut reply, mut tout, mut err) = (FineBuf::empty(), FineBuf::empty(), FineBuf::empty());
+        let s = (self.lib.vt.strategy)(
+            method,
+            req.as_ptr(),
+            req.len(),
+            t.as_ptr(),
+            t.len(),
+            &mut reply,
+            &mut tout,
+            &mut err,
+        );
+        let (r, to) = (self.lib.take(reply), self.lib.take(tout));
+        self.lib.check(s, err, &format!("strategy `{}`", self.info.name))?;
+        Ok((String::from_utf8(r).map_err(|_| anyhow!("strategy `{}`: reply is not UTF-8", self.info.name))?, to))
+    }
+}
+
+impl Strategy for DynStrategy {
+    fn info(&self) -> PluginInfo {
+        self.info.clone()
+    }
+
+    fn ancestry(&self, graph: &Graph, weights: &[WeightSpec], opts: &Options) -> Result<Parameterization> {
+        let req = AncestryReq { graph: graph.clone(), weights: weights.to_vec(), opts: opts.to_ron() };
+        let (r, _) = self.call(METHOD_ANCESTRY, ron::to_string(&req)?, None)?;
+        ron::from_str(&r).map_err(|e| anyhow!("strategy `{}`: bad ancestry reply: {e}", self.info.name))
+    }
+
+    fn extract(&self, graph: &Graph, spec: &Parameterization, leaves: &Tensors, opts: &Options) -> Result<Learngene> {
+        let req = ExtractReq { graph: graph.clone(), spec: spec.clone(), opts: opts.to_ron() };
+        let (r, t) =
+            self.call(METHOD_EXTRACT, ron::to_string(&req)?, Some(to_safetensors(leaves, &BTreeMap::new())?))?;
+        let h: LearngeneHeader =
+            ron::from_str(&r).map_err(|e| anyhow!("strategy `{}`: bad extract reply: {e}", self.info.name))?;
+        let (tensors, _) = from_safetensors(&t)?;
+        Ok(Learngene { strategy: h.strategy, strategy_version: h.strategy_version, meta: h.meta, tensors })
+    }
+
+    fn descendant(&self, lg: &Learngene, target: &Graph, weights: &[WeightSpec], opts: &Options) -> Result<Descendant> {
+        let header = LearngeneHeader {
+            strategy: lg.strategy.clone(),
+            strategy_version: lg.strategy_version.clone(),
+            meta: lg.meta.clone(),
+        };
+        let req =
+            DescendantReq { learngene: header, target: target.clone(), weights: weights.to_vec(), opts: opts.to_ron() };
+        let (r, t) =
+            self.call(METHOD_DESCENDANT, ron::to_string(&req)?, Some(to_safetensors(&lg.tensors, &BTreeMap::new())?))?;
+        let d: DescendantReply =
+            ron::from_str(&r).map_err(|e| anyhow!("strategy `{}`: bad descendant reply: {e}", self.info.name))?;
+        let (values, _) = from_safetensors(&t)?;
+        Ok(Descendant { spec: d.spec, values, init_steps: d.init_steps })
+    }
+}

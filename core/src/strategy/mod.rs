@@ -1,0 +1,101 @@
+//! The host side of learngene strategies: what the runtime does around a
+//! [`fine_plugin_api::Strategy`] — weight lists, learngene files, building a
+//! descendant's store, and materializing any parameterization into a plain DiT.
+
+use crate::model::{Backend, Dit, ParamStore, Parameterization};
+use anyhow::{anyhow, bail, Context, Result};
+use dfdx::prelude::NoneTape;
+use fine_plugin_api::tensors::{from_safetensors, to_safetensors, Tensor, Tensors};
+use fine_plugin_api::{Descendant, Learngene, WeightSpec};
+use rand::SeedableRng;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Format tag of learngene files.
+pub const LEARNGENE_FORMAT: &str = "fine-learngene/1";
+
+/// The weights of `dit` with DiT's initialization, as strategies see them.
+pub fn weights_of(dit: &Dit) -> Vec<WeightSpec> {
+    let spec = dit.plain_parameterization();
+    spec.leaves.into_iter().map(|l| WeightSpec { name: l.name, shape: l.shape, init: l.init }).collect()
+}
+
+/// The store's leaves as named tensors.
+pub fn leaves_as_tensors<D: Backend>(store: &ParamStore<D>) -> Result<Tensors> {
+    store.leaves().map(|(n, l)| Ok((n.clone(), Tensor::new(l.shape.clone(), l.value.as_vec())?))).collect()
+}
+
+/// Leaf values from a host map (e.g. a checkpoint's EMA) as named tensors.
+pub fn values_as_tensors(spec: &Parameterization, values: &BTreeMap<String, Vec<f32>>) -> Result<Tensors> {
+    spec.leaves
+        .iter()
+        .map(|l| {
+            let v = values.get(&l.name).ok_or_else(|| anyhow!("no value for leaf `{}`", l.name))?;
+            Ok((l.name.clone(), Tensor::new(l.shape.clone(), v.clone())?))
+        })
+        .collect()
+}
+
+/// Builds a descendant's store: leaves drawn from their `Init` with `seed`,
+/// then every value the strategy provided put in place (shapes checked).
+pub fn descendant_store<D: Backend>(dev: D, dit: &Dit, d: &Descendant, seed: u64) -> Result<ParamStore<D>> {
+    d.spec
+        .validate(&dit.weight_shapes())
+        .context("the strategy's descendant parameterization does not fit the target graph")?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(u64::MAX);
+    let mut store = ParamStore::init(dev, d.spec.clone(), &mut rng)?;
+    let shapes = d.spec.leaf_shapes();
+    for (name, t) in &d.values {
+        match shapes.get(name) {
+            None => bail!("the strategy gave a value for `{name}`, which is not a leaf of the descendant"),
+            Some(s) if s.iter().product::<usize>() != t.data.len() => {
+                bail!("the strategy's value for leaf `{name}` has shape {:?}, the leaf has {s:?}", t.shape)
+            }
+            _ => store.set(name, t.data.clone())?,
+        }
+    }
+    Ok(store)
+}
+
+/// Evaluates every weight of `dit` from `store` and returns a plain store (one
+/// trainable leaf per weight, DiT's inits recorded): phase 3 of FINE, and the
+/// end of every strategy's initialization.
+pub fn materialize<D: Backend>(dit: &Dit, store: &ParamStore<D>) -> Result<ParamStore<D>> {
+    let p = store.view::<NoneTape>();
+    let plain = dit.plain_parameterization();
+    let mut values = BTreeMap::new();
+    for l in &plain.leaves {
+        let n = l.shape.iter().product();
+        values.insert(l.name.clone(), p.flat(&l.name, n)?.as_vec());
+    }
+    ParamStore::from_values(store.dev.clone(), plain, values)
+}
+
+/// Writes a learngene file (safetensors; strategy, version and metadata in the header).
+pub fn save_learngene(path: &Path, lg: &Learngene) -> Result<()> {
+    let mut meta: BTreeMap<String, String> = lg.meta.iter().map(|(k, v)| (format!("meta.{k}"), v.clone())).collect();
+    meta.insert("format".into(), LEARNGENE_FORMAT.into());
+    meta.insert("strategy".into(), lg.strategy.clone());
+    meta.insert("strategy_version".into(), lg.strategy_version.clone());
+    crate::util::fsx::write_atomic(path, &to_safetensors(&lg.tensors, &meta)?)
+}
+
+/// Reads a learngene file; every defect is an error naming `path`.
+pub fn load_learngene(path: &Path) -> Result<Learngene> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading learngene {}", path.display()))?;
+    let (tensors, meta) =
+        from_safetensors(&bytes).with_context(|| format!("learngene {} is unusable", path.display()))?;
+    let get = |k: &str| {
+        meta.get(k).cloned().ok_or_else(|| anyhow!("learngene {}: metadata `{k}` is missing", path.display()))
+    };
+    if get("format")? != LEARNGENE_FORMAT {
+        bail!("{}: format `{}` is not `{LEARNGENE_FORMAT}`", path.display(), get("format")?);
+    }
+    Ok(Learngene {
+        strategy: get("strategy")?,
+        strategy_version: get("strategy_version")?,
+        meta: meta.iter().filter_map(|(k, v)| k.strip_prefix("meta.").map(|k| (k.to_string(), v.clone()))).collect(),
+        tensors,
+    })
+}

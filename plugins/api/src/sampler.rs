@@ -1,0 +1,123 @@
+//! The sampler interface: a reverse-diffusion solver over host buffers.
+//!
+//! The host owns the model and classifier-free guidance; a sampler sees only
+//! the training schedule's ᾱ, the state `x` and an ε-prediction callback.
+
+use crate::info::{Options, PluginInfo};
+use anyhow::{bail, Result};
+
+/// The ε-prediction callback: `(x_t, t) → ε̂` for the whole batch at model
+/// timestep `t` (an index into the training schedule, 0..T).
+pub type EpsFn<'a> = dyn FnMut(&[f32], usize) -> Result<Vec<f32>> + 'a;
+
+/// What a solver is given besides the state.
+#[derive(Debug, Clone, Copy)]
+pub struct SamplerContext<'a> {
+    /// The training schedule's ᾱ_t, t = 0..T.
+    pub alphas_cumprod: &'a [f64],
+    /// Number of solver steps K (≤ T).
+    pub steps: usize,
+    /// Clip the predicted x₀ to [-1, 1] (pixel-space data).
+    pub clip_denoised: bool,
+}
+
+/// A reverse-diffusion solver.
+pub trait Sampler: Send + Sync {
+    /// Name, kind, version, options.
+    fn info(&self) -> PluginInfo;
+    /// Runs the solver from `x` = x_T ~ N(0, I) to x₀. Any noise the solver
+    /// needs comes from a generator seeded with `seed`.
+    fn sample(&self, ctx: &SamplerContext, opts: &Options, x: Vec<f32>, eps: &mut EpsFn, seed: u64)
+        -> Result<Vec<f32>>;
+}
+
+/// How K sampling timesteps are placed in 0..T (the names of Lin et al. 2024, table 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spacing {
+    /// round(linspace(0, T−1, K)) — includes both ends (DiT's `space_timesteps`).
+    Linspace,
+    /// 0, s, 2s, … with s = T/K (DDIM's default) — never reaches T−1.
+    Leading,
+    /// T−1, T−1−s, … with s = T/K, counted from the end — always starts at T−1.
+    Trailing,
+}
+
+impl std::str::FromStr for Spacing {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "linspace" => Spacing::Linspace,
+            "leading" => Spacing::Leading,
+            "trailing" => Spacing::Trailing,
+            _ => bail!("unknown timestep spacing `{s}` (linspace | leading | trailing)"),
+        })
+    }
+}
+
+/// K distinct model timesteps in 0..T, ascending.
+pub fn timesteps(spacing: Spacing, t_total: usize, k: usize) -> Result<Vec<usize>> {
+    if k == 0 || k > t_total {
+        bail!("number of sampling steps must be in 1..={t_total}, got {k}");
+    }
+    let mut ts: Vec<usize> = match spacing {
+        Spacing::Linspace if k == 1 => vec![t_total - 1],
+        Spacing::Linspace => {
+            let stride = (t_total - 1) as f64 / (k - 1) as f64;
+            (0..k).map(|i| (i as f64 * stride).round() as usize).collect()
+        }
+        Spacing::Leading => {
+            let s = t_total / k;
+            (0..k).map(|i| i * s).collect()
+        }
+        Spacing::Trailing => {
+            let s = t_total as f64 / k as f64;
+            (0..k).map(|i| (t_total as f64 - i as f64 * s).round() as usize - 1).rev().collect()
+        }
+    };
+    ts.dedup();
+    Ok(ts)
+}
+
+/// x₀ from x_t and ε̂: (x_t − √(1−ᾱ)·ε̂)/√ᾱ, optionally clipped to [-1, 1].
+pub fn predict_x0(x: &[f32], eps: &[f32], ab: f64, clip: bool) -> Vec<f32> {
+    let (a, b) = ((1.0 / ab).sqrt() as f32, ((1.0 - ab) / ab).sqrt() as f32);
+    x.iter()
+        .zip(eps)
+        .map(|(x, e)| {
+            let v = a * x - b * e;
+            if clip {
+                v.clamp(-1.0, 1.0)
+            } else {
+                v
+            }
+        })
+        .collect()
+}
+
+/// ε consistent with x_t and a (possibly clipped) x₀: (x_t − √ᾱ·x₀)/√(1−ᾱ).
+pub fn eps_from_x0(x: &[f32], x0: &[f32], ab: f64) -> Vec<f32> {
+    let (a, b) = (ab.sqrt() as f32, (1.0 / (1.0 - ab)).sqrt() as f32);
+    x.iter().zip(x0).map(|(x, x0)| (x - a * x0) * b).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reference spacings (diffusers' DDIMScheduler for leading/trailing, DiT's
+    /// space_timesteps for linspace), T = 1000, K = 10:
+    /// ```python
+    /// import numpy as np
+    /// T, K = 1000, 10
+    /// print((np.arange(0, K) * (T // K)).tolist())                                  # leading
+    /// print((np.round(np.arange(T, 0, -T / K)).astype(int) - 1)[::-1].tolist())    # trailing
+    /// print([round(i * (T - 1) / (K - 1)) for i in range(K)])                        # linspace
+    /// ```
+    #[test]
+    fn spacings_match_references() {
+        assert_eq!(timesteps(Spacing::Leading, 1000, 10).unwrap(), [0, 100, 200, 300, 400, 500, 600, 700, 800, 900]);
+        assert_eq!(timesteps(Spacing::Trailing, 1000, 10).unwrap(), [99, 199, 299, 399, 499, 599, 699, 799, 899, 999]);
+        assert_eq!(timesteps(Spacing::Linspace, 1000, 10).unwrap(), [0, 111, 222, 333, 444, 555, 666, 777, 888, 999]);
+        assert!(timesteps(Spacing::Linspace, 1000, 0).is_err());
+    }
+}
