@@ -157,9 +157,38 @@ pub fn learngene(cmd: LearngeneCmd, reg: &Registry) -> Result<()> {
             for (name, t) in &lg.tensors {
                 println!("    {name:<40} {:?}", t.shape);
             }
+            print_storage(&lg);
             Ok(())
         }
     }
+}
+
+/// Storage of n descendants kept whole vs one learngene plus n per-model
+/// sets, when the strategy states its storage model (`storage.*` metadata).
+fn print_storage(lg: &fine_plugin_api::Learngene) {
+    let get = |k: &str| lg.meta.get(k).and_then(|v| v.parse::<usize>().ok());
+    let (Some(shared), Some(per_layer), Some(g)) =
+        (get("storage.learngene"), get("storage.per_layer"), lg.meta.get("source_graph"))
+    else {
+        return;
+    };
+    let Ok(anc) = graph::load::from_str(g, "learngene metadata") else { return };
+    let depths = [4usize, 6, 8, 10, 12];
+    let mut full_total = 0;
+    let mut lg_total = shared;
+    println!("  storage (values) of descendants at depths {depths:?}, same width:");
+    for d in depths {
+        let full = graph::param_count(&fine_core::graph::Graph { depth: d, ..anc.clone() });
+        let own = per_layer * d;
+        full_total += full;
+        lg_total += own;
+        println!("    depth {d:>2}: whole model {full:>12}   per-model set {own:>10}");
+    }
+    println!(
+        "    {} models: whole {full_total} vs learngene {shared} + sets = {lg_total} ({:.1}× smaller)",
+        depths.len(),
+        full_total as f64 / lg_total as f64
+    );
 }
 
 /// Options of `fine init`.
@@ -175,6 +204,9 @@ pub struct InitArgs {
     /// `init/` the initialization-phase run.
     #[arg(long)]
     pub out: PathBuf,
+    /// Expected strategy: refuse a learngene made by another one.
+    #[arg(long)]
+    pub strategy: Option<String>,
     /// Strategy options: `name=value,...` or a RON map.
     #[arg(long, default_value = "")]
     pub strategy_opts: String,
@@ -191,6 +223,9 @@ pub struct InitArgs {
 /// Runs `fine init`.
 pub fn init(a: InitArgs, reg: &Registry) -> Result<()> {
     let lg = load_learngene(&a.learngene)?;
+    if let Some(want) = a.strategy.as_deref().filter(|w| *w != lg.strategy) {
+        bail!("{} was made by strategy `{}`, not `{want}`", a.learngene.display(), lg.strategy);
+    }
     let strategy = reg
         .strategy(&lg.strategy)
         .with_context(|| format!("learngene {} needs its strategy", a.learngene.display()))?;

@@ -67,6 +67,7 @@ fn link_builtins() {
     fine_sampler_dpm_solver::link();
     fine_sampler_euler::link();
     fine_strategy_scratch::link();
+    fine_strategy_fine::link();
 }
 
 fn main() {

@@ -62,7 +62,7 @@ impl Dit {
             .weight_shapes()
             .into_iter()
             .map(|(n, s)| {
-                let init = dit_init(&n, &s);
+                let init = dit_init(&n, &s, &self.graph);
                 (n, s, init)
             })
             .collect();

@@ -1,0 +1,146 @@
+//! FINE end to end through the CLI on the bundled data: ancestry → learngene →
+//! descendants of two other depths → ordinary training; the frozen factors stay
+//! bit-identical, materialization reproduces the factorized model, and
+//! learngenes that do not fit are refused.
+
+use dfdx::prelude::*;
+use fine_core::checkpoint::Checkpoint;
+use fine_core::model::{Dit, ParamStore};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn run(args: &[&str]) -> (bool, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_fine")).args(args).current_dir(root()).output().unwrap();
+    (o.status.success(), String::from_utf8_lossy(&o.stderr).to_string())
+}
+
+fn ok(args: &[&str]) {
+    let (good, err) = run(args);
+    assert!(good, "fine {args:?} failed:\n{err}");
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn graph_with(d: &Path, name: &str, depth: usize, hidden: usize) -> PathBuf {
+    let tiny = std::fs::read_to_string(root().join("graphs/fmnist-tiny.ron")).unwrap();
+    let text = tiny
+        .replace("depth: 2", &format!("depth: {depth}"))
+        .replace("hidden: 32", &format!("hidden: {hidden}"))
+        .replace("\"fmnist-tiny\"", &format!("\"{name}\""));
+    let p = d.join(format!("{name}.ron"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn fine_pipeline_ancestry_to_two_depths() {
+    let d = tempfile::tempdir().unwrap();
+    let (anc, lg) = (d.path().join("anc"), d.path().join("lg.safetensors"));
+    ok(&[
+        "pretrain",
+        "--strategy",
+        "fine",
+        "--graph",
+        "graphs/fmnist-tiny.ron",
+        "--out",
+        s(&anc),
+        "--steps",
+        "12",
+        "--batch",
+        "8",
+        "--lr",
+        "2e-3",
+    ]);
+    ok(&["learngene", "extract", "--run", s(&anc), "--out", s(&lg)]);
+    let lgv = fine_core::strategy::load_learngene(&lg).unwrap();
+    assert_eq!(lgv.strategy, "fine");
+    for depth in [1usize, 3] {
+        let g = graph_with(d.path(), &format!("d{depth}"), depth, 32);
+        let out = d.path().join(format!("desc{depth}"));
+        ok(&[
+            "init",
+            "--learngene",
+            s(&lg),
+            "--graph",
+            s(&g),
+            "--out",
+            s(&out),
+            "--sigma-steps",
+            "4",
+            "--subset",
+            "64",
+            "--batch",
+            "8",
+            "--lr",
+            "1e-2",
+        ]);
+        // Phase 2 trained σ and biases only: U and V are bit-identical to the learngene's.
+        let phase2 = Checkpoint::load(&out.join("init/checkpoint.safetensors")).unwrap();
+        assert_eq!(phase2.step, 4);
+        for t in ["qkv", "proj", "fc1", "fc2", "ada"] {
+            for f in ["U", "V"] {
+                let name = format!("fine.{t}.{f}");
+                assert!(phase2.params[&name] == lgv.tensors[&name].data, "{name} changed in phase 2");
+            }
+            assert_eq!(phase2.spec.leaves.iter().find(|l| l.name == format!("fine.{t}.S")).unwrap().shape[0], depth);
+        }
+        assert!(phase2.params["x_embedder.proj.weight"] == lgv.tensors["x_embedder.proj.weight"].data);
+        let trainable: Vec<&str> = phase2.spec.leaves.iter().filter(|l| l.trainable).map(|l| l.name.as_str()).collect();
+        assert!(trainable.iter().all(|n| n.ends_with(".S") || n.ends_with(".bias")), "{trainable:?}");
+        // Phase 3: the materialized plain DiT reproduces the phase-2 model.
+        let plain = Checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
+        assert!(plain.spec.leaves.iter().all(|l| !l.name.starts_with("fine.")));
+        let dit = Dit::new(&plain.graph);
+        let a = ParamStore::from_values(Cpu::default(), phase2.spec.clone(), phase2.params.clone()).unwrap();
+        let b = ParamStore::from_values(Cpu::default(), plain.spec.clone(), plain.params.clone()).unwrap();
+        let x: Vec<f32> = (0..2 * 784).map(|i| ((i * 7 % 31) as f32 - 15.0) / 15.0).collect();
+        let ya = dit.predict(&a.view::<NoneTape>(), &x, &[5.0, 600.0], &[1, 10]).unwrap();
+        let yb = dit.predict(&b.view::<NoneTape>(), &x, &[5.0, 600.0], &[1, 10]).unwrap();
+        let err = ya.iter().zip(&yb).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+        assert!(err < 1e-5, "materialized model differs by {err}");
+        ok(&["train", "--from", s(&out), "--steps", "3", "--batch", "8"]);
+    }
+    // A learngene whose width does not fit the target is refused.
+    let wide = graph_with(d.path(), "wide", 3, 64);
+    let (good, err) = run(&["init", "--learngene", s(&lg), "--graph", s(&wide), "--out", s(&d.path().join("w"))]);
+    assert!(!good && err.contains("width") && err.contains("wide"), "{err}");
+    // A learngene made by another strategy is refused.
+    let (sc, sclg) = (d.path().join("sc"), d.path().join("sc.safetensors"));
+    ok(&[
+        "pretrain",
+        "--strategy",
+        "scratch",
+        "--graph",
+        "graphs/fmnist-tiny.ron",
+        "--out",
+        s(&sc),
+        "--steps",
+        "1",
+        "--batch",
+        "2",
+    ]);
+    ok(&["learngene", "extract", "--run", s(&sc), "--out", s(&sclg)]);
+    let g3 = graph_with(d.path(), "d3b", 3, 32);
+    let (good, err) = run(&[
+        "init",
+        "--strategy",
+        "fine",
+        "--learngene",
+        s(&sclg),
+        "--graph",
+        s(&g3),
+        "--out",
+        s(&d.path().join("x")),
+    ]);
+    assert!(!good && err.contains("made by strategy `scratch`, not `fine`"), "{err}");
+    // `learngene info` reports the storage of descendants vs learngene + σ-sets.
+    let o = Command::new(env!("CARGO_BIN_EXE_fine")).args(["learngene", "info", s(&lg)]).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("fine.qkv.U") && text.contains("smaller"), "{text}");
+}
