@@ -34,7 +34,7 @@ pub fn run(cmd: PluginsCmd, reg: &Registry) -> Result<()> {
             } else {
                 println!("  options:");
                 for o in &e.info.options {
-                    println!("    {:<20} {:<24} default {:<12} {}", o.name, format!("{:?}", o.ty), o.default, o.doc);
+                    println!("    {:<20} {:<24} default {:<12} {}", o.name, o.ty.to_string(), o.default, o.doc);
                 }
             }
         }

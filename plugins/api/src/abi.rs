@@ -252,6 +252,7 @@ fn text(b: &[u8]) -> Result<&str> {
 }
 
 /// `info` for provider `P`.
+#[allow(clippy::not_unsafe_ptr_arg_deref)] // a C entry point: the host guarantees valid pointers
 pub extern "C" fn info_impl<P: Provider>(out: *mut FineBuf, err: *mut FineBuf) -> i32 {
     guarded(err, || {
         let s = ron::to_string(&P::get().info())?;
@@ -266,7 +267,7 @@ pub extern "C" fn free_impl(buf: FineBuf) {
 }
 
 /// `sample` for provider `P`.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::not_unsafe_ptr_arg_deref)] // C entry point
 pub extern "C" fn sample_impl<P: Provider>(
     ctx: *const SampleCtx,
     opts: *const u8,
@@ -301,7 +302,7 @@ pub extern "C" fn sample_impl<P: Provider>(
 }
 
 /// `strategy` for provider `P`.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::not_unsafe_ptr_arg_deref)] // C entry point
 pub extern "C" fn strategy_impl<P: Provider>(
     method: u32,
     req: *const u8,

@@ -38,6 +38,18 @@ pub enum OptionType {
     Choice(Vec<String>),
 }
 
+impl std::fmt::Display for OptionType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OptionType::Float => f.write_str("float"),
+            OptionType::Int => f.write_str("int"),
+            OptionType::Bool => f.write_str("bool"),
+            OptionType::Text => f.write_str("text"),
+            OptionType::Choice(c) => f.write_str(&c.join("|")),
+        }
+    }
+}
+
 /// One typed option with its default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OptionSpec {
