@@ -37,7 +37,7 @@ def feats(x):
 def fd(a, b):
     m1, m2 = a.mean(0), b.mean(0)
     s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
+    covmean = linalg.sqrtm(s1 @ s2)
     return float(((m1 - m2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean.real))
 
 
