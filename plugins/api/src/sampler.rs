@@ -121,3 +121,65 @@ mod tests {
         assert!(timesteps(Spacing::Linspace, 1000, 0).is_err());
     }
 }
+
+/// Helpers for testing sampler plugins against reference numbers and oracles.
+pub mod testing {
+    use super::{EpsFn, Sampler, SamplerContext};
+    use crate::info::Options;
+    use rand::{Rng, SeedableRng};
+
+    /// ᾱ of the linear β schedule 1e-4..0.02 over `t` steps (DDPM's), as
+    /// `np.cumprod(1 - np.linspace(1e-4, 0.02, t))`.
+    pub fn linear_alphas_cumprod(t: usize) -> Vec<f64> {
+        (0..t)
+            .map(|i| 1e-4 + (0.02 - 1e-4) * i as f64 / (t - 1).max(1) as f64)
+            .scan(1.0, |a, b| {
+                *a *= 1.0 - b;
+                Some(*a)
+            })
+            .collect()
+    }
+
+    /// The x_T of the toy reference problems.
+    pub const TOY_X_T: [f32; 8] = [-1.5, -1.0, -0.5, -0.25, 0.0, 0.25, 0.75, 1.25];
+
+    /// Runs `s` on the toy problem ε(x, t) = 0.1·x + 0.01·t/1000 (T = 1000, linear β) from
+    /// [`TOY_X_T`]; returns every input the model saw and the result.
+    pub fn run_toy(s: &dyn Sampler, opts: &str, steps: usize, clip: bool) -> (Vec<Vec<f32>>, Vec<f32>) {
+        let ab = linear_alphas_cumprod(1000);
+        let mut seen = Vec::new();
+        let mut eps = |x: &[f32], t: usize| {
+            seen.push(x.to_vec());
+            Ok(x.iter().map(|v| 0.1 * v + (0.01 * t as f64 / 1000.0) as f32).collect())
+        };
+        let ctx = SamplerContext { alphas_cumprod: &ab, steps, clip_denoised: clip };
+        let out = s.sample(&ctx, &Options::parse(&s.info(), opts).unwrap(), TOY_X_T.to_vec(), &mut eps, 0).unwrap();
+        (seen, out)
+    }
+
+    /// Runs `s` with the exact ε of a one-point data set, (x − √ᾱ·x₀)/√(1−ᾱ), from a
+    /// fixed random x_T; returns the result and the data point.
+    pub fn oracle_run(s: &dyn Sampler, opts: &str, steps: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
+        let ab = linear_alphas_cumprod(1000);
+        let target: Vec<f32> = (0..16).map(|i| (i as f32 / 8.0) - 1.0).collect();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let x_t: Vec<f32> = (0..16).map(|_| rng.sample(rand_distr::StandardNormal)).collect();
+        let mut eps = |x: &[f32], t: usize| -> anyhow::Result<Vec<f32>> {
+            let a = ab[t];
+            Ok(x.iter().zip(&target).map(|(x, x0)| (x - a.sqrt() as f32 * x0) / (1.0 - a).sqrt() as f32).collect())
+        };
+        let eps: &mut EpsFn = &mut eps;
+        let ctx = SamplerContext { alphas_cumprod: &ab, steps, clip_denoised: true };
+        let x = s.sample(&ctx, &Options::parse(&s.info(), opts).unwrap(), x_t, eps, seed).unwrap();
+        (x, target)
+    }
+
+    /// Asserts |got − want| ≤ rtol·max(1, max|want|) elementwise.
+    pub fn assert_close(got: &[f32], want: &[f64], rtol: f64, what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: lengths");
+        let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+        for (g, w) in got.iter().zip(want) {
+            assert!((*g as f64 - w).abs() <= rtol * scale, "{what}: {got:?} vs {want:?}");
+        }
+    }
+}

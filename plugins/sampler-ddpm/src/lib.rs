@@ -81,30 +81,17 @@ impl Sampler for Ddpm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fine_plugin_api::sampler::testing;
 
-    /// With the exact ε of a one-image data set, ancestral sampling must land on that image.
+    /// With the exact ε of a one-point data set, ancestral sampling must land on that point.
     #[test]
     fn oracle_denoiser_recovers_the_data_point() {
-        let betas: Vec<f64> = (0..1000).map(|i| 1e-4 + (0.02 - 1e-4) * i as f64 / 999.0).collect();
-        let ab: Vec<f64> = betas
-            .iter()
-            .scan(1.0, |a, b| {
-                *a *= 1.0 - b;
-                Some(*a)
-            })
-            .collect();
-        let target: Vec<f32> = (0..16).map(|i| (i as f32 / 8.0) - 1.0).collect();
-        for steps in [1000, 50] {
-            let mut eps = |x: &[f32], t: usize| {
-                let a = ab[t];
-                Ok(x.iter().zip(&target).map(|(x, x0)| (x - a.sqrt() as f32 * x0) / (1.0 - a).sqrt() as f32).collect())
-            };
-            let ctx = SamplerContext { alphas_cumprod: &ab, steps, clip_denoised: true };
-            let opts = Options::parse(&Ddpm.info(), "").unwrap();
-            let x0: Vec<f32> = vec![0.3; 16];
-            let x = Ddpm.sample(&ctx, &opts, x0, &mut eps, 0).unwrap();
-            for (a, b) in x.iter().zip(&target) {
-                assert!((a - b).abs() < 1e-3, "{steps} steps: {a} vs {b}");
+        for opts in ["", "variance=large", "spacing=trailing"] {
+            for steps in [1000, 50] {
+                let (x, target) = testing::oracle_run(&Ddpm, opts, steps, 0);
+                for (a, b) in x.iter().zip(&target) {
+                    assert!((a - b).abs() < 1e-3, "{opts:?}, {steps} steps: {a} vs {b}");
+                }
             }
         }
     }

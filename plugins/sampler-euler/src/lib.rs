@@ -115,41 +115,16 @@ impl Sampler for Euler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand_distr::StandardNormal;
+    use fine_plugin_api::sampler::testing::{self, assert_close, TOY_X_T as X_T};
 
-    /// Linear β schedule 1e-4..0.02, T = 1000 (DDPM's), as np.cumprod(1 − np.linspace(1e-4, 0.02, 1000)).
     fn schedule() -> Vec<f64> {
-        let betas: Vec<f64> = (0..1000).map(|i| 1e-4 + (0.02 - 1e-4) * i as f64 / 999.0).collect();
-        betas
-            .iter()
-            .scan(1.0, |a, b| {
-                *a *= 1.0 - b;
-                Some(*a)
-            })
-            .collect()
+        testing::linear_alphas_cumprod(1000)
     }
 
-    const X_T: [f32; 8] = [-1.5, -1.0, -0.5, -0.25, 0.0, 0.25, 0.75, 1.25];
-
-    /// Runs euler with the toy ε(x, t) = 0.1·x + 0.01·t/1000; returns the inputs the model saw and the result.
     fn run_toy(opts: &str, steps: usize, clip: bool) -> (Vec<Vec<f32>>, Vec<f32>) {
-        let ab = schedule();
-        let mut seen = Vec::new();
-        let mut eps = |x: &[f32], t: usize| {
-            seen.push(x.to_vec());
-            Ok(x.iter().map(|v| 0.1 * v + (0.01 * t as f64 / 1000.0) as f32).collect())
-        };
-        let ctx = SamplerContext { alphas_cumprod: &ab, steps, clip_denoised: clip };
-        let out = Euler.sample(&ctx, &Options::parse(&Euler.info(), opts).unwrap(), X_T.to_vec(), &mut eps, 0).unwrap();
-        (seen, out)
+        testing::run_toy(&Euler, opts, steps, clip)
     }
-
-    fn assert_close(got: &[f32], want: &[f64], rtol: f64, what: &str) {
-        let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-        for (g, w) in got.iter().zip(want) {
-            assert!((*g as f64 - w).abs() <= rtol * scale, "{what}: {got:?} vs {want:?}");
-        }
-    }
+    use rand_distr::StandardNormal;
 
     /// Reference numbers from the published equations (numpy, f64), cross-checked against
     /// diffusers 0.42.1 `EulerDiscreteScheduler` (linspace; agreement 7e-8 relative, diffusers
