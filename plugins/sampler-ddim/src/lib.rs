@@ -106,6 +106,7 @@ impl Sampler for Ddim {
 mod tests {
     use super::*;
     use fine_plugin_api::sampler::testing::{self, assert_close, TOY_X_T as X_T};
+    use rand_distr::StandardNormal;
 
     fn schedule() -> Vec<f64> {
         testing::linear_alphas_cumprod(1000)
@@ -114,7 +115,6 @@ mod tests {
     fn run_toy(opts: &str, steps: usize, clip: bool) -> (Vec<Vec<f32>>, Vec<f32>) {
         testing::run_toy(&Ddim, opts, steps, clip)
     }
-    use rand_distr::StandardNormal;
 
     /// Reference numbers from the published equations (numpy, f64), cross-checked against
     /// diffusers 0.42.1 `DDIMScheduler` (trailing, set_alpha_to_one, clip_sample,

@@ -132,6 +132,8 @@ impl Sampler for DpmSolver {
 mod tests {
     use super::*;
     use fine_plugin_api::sampler::testing::{self, assert_close, TOY_X_T as X_T};
+    use rand::{Rng, SeedableRng};
+    use rand_distr::StandardNormal;
 
     fn schedule() -> Vec<f64> {
         testing::linear_alphas_cumprod(1000)
@@ -140,8 +142,6 @@ mod tests {
     fn run_toy(opts: &str, steps: usize, clip: bool) -> (Vec<Vec<f32>>, Vec<f32>) {
         testing::run_toy(&DpmSolver, opts, steps, clip)
     }
-    use rand::{Rng, SeedableRng};
-    use rand_distr::StandardNormal;
 
     /// Reference numbers from the published equations (numpy, f64), cross-checked against
     /// diffusers 0.42.1 `DPMSolverMultistepScheduler` (dpmsolver++, order 2, midpoint,

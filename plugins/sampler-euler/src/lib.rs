@@ -116,6 +116,7 @@ impl Sampler for Euler {
 mod tests {
     use super::*;
     use fine_plugin_api::sampler::testing::{self, assert_close, TOY_X_T as X_T};
+    use rand_distr::StandardNormal;
 
     fn schedule() -> Vec<f64> {
         testing::linear_alphas_cumprod(1000)
@@ -124,7 +125,6 @@ mod tests {
     fn run_toy(opts: &str, steps: usize, clip: bool) -> (Vec<Vec<f32>>, Vec<f32>) {
         testing::run_toy(&Euler, opts, steps, clip)
     }
-    use rand_distr::StandardNormal;
 
     /// Reference numbers from the published equations (numpy, f64), cross-checked against
     /// diffusers 0.42.1 `EulerDiscreteScheduler` (linspace; agreement 7e-8 relative, diffusers
