@@ -54,6 +54,28 @@ impl std::str::FromStr for Spacing {
     }
 }
 
+impl Spacing {
+    /// The `spacing` option every sampler offers, defaulting to `default`.
+    pub fn option(default: Spacing) -> crate::info::OptionSpec {
+        let name = match default {
+            Spacing::Linspace => "linspace",
+            Spacing::Leading => "leading",
+            Spacing::Trailing => "trailing",
+        };
+        crate::info::OptionSpec::new(
+            "spacing",
+            crate::info::OptionType::Choice(vec!["linspace".into(), "leading".into(), "trailing".into()]),
+            &format!("\"{name}\""),
+            "placement of the K timesteps in 0..T (trailing starts at T−1)",
+        )
+    }
+
+    /// The K timesteps of the `spacing` chosen in `opts`.
+    pub fn timesteps_from(opts: &Options, t_total: usize, k: usize) -> Result<Vec<usize>> {
+        timesteps(opts.text("spacing")?.parse()?, t_total, k)
+    }
+}
+
 /// K distinct model timesteps in 0..T, ascending.
 pub fn timesteps(spacing: Spacing, t_total: usize, k: usize) -> Result<Vec<usize>> {
     if k == 0 || k > t_total {

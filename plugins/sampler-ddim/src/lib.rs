@@ -18,7 +18,7 @@
 
 use anyhow::{bail, Result};
 use fine_plugin_api::info::OptionType;
-use fine_plugin_api::sampler::{eps_from_x0, predict_x0, timesteps, Spacing};
+use fine_plugin_api::sampler::{eps_from_x0, predict_x0, Spacing};
 use fine_plugin_api::{EpsFn, OptionSpec, Options, PluginInfo, PluginKind, Sampler, SamplerContext};
 use rand::{Rng, SeedableRng};
 
@@ -42,7 +42,6 @@ fn coefficients(ab: f64, ab_prev: f64, eta: f64) -> (f64, f64, f64) {
 
 impl Sampler for Ddim {
     fn info(&self) -> PluginInfo {
-        let choice = |v: &[&str]| OptionType::Choice(v.iter().map(|s| s.to_string()).collect());
         PluginInfo {
             name: "ddim".into(),
             kind: PluginKind::Sampler,
@@ -55,12 +54,7 @@ impl Sampler for Ddim {
                     "0.0",
                     "stochasticity η in [0, 1]: 0 deterministic DDIM, 1 DDPM-like",
                 ),
-                OptionSpec::new(
-                    "spacing",
-                    choice(&["linspace", "leading", "trailing"]),
-                    "\"trailing\"",
-                    "placement of the K timesteps in 0..T (trailing starts at T−1)",
-                ),
+                Spacing::option(Spacing::Trailing),
             ],
         }
     }
@@ -74,7 +68,7 @@ impl Sampler for Ddim {
         seed: u64,
     ) -> Result<Vec<f32>> {
         let ab = ctx.alphas_cumprod;
-        let ts = timesteps(opts.text("spacing")?.parse::<Spacing>()?, ab.len(), ctx.steps)?;
+        let ts = Spacing::timesteps_from(opts, ab.len(), ctx.steps)?;
         let eta = opts.float("eta")?;
         if !(0.0..=1.0).contains(&eta) {
             bail!("ddim: eta must be in [0, 1], got {eta}");
@@ -106,6 +100,7 @@ impl Sampler for Ddim {
 mod tests {
     use super::*;
     use fine_plugin_api::sampler::testing::{self, assert_close, TOY_X_T as X_T};
+    use fine_plugin_api::sampler::timesteps;
     use rand_distr::StandardNormal;
 
     fn schedule() -> Vec<f64> {

@@ -8,7 +8,7 @@
 
 use anyhow::Result;
 use fine_plugin_api::info::OptionType;
-use fine_plugin_api::sampler::{predict_x0, timesteps, Spacing};
+use fine_plugin_api::sampler::{predict_x0, Spacing};
 use fine_plugin_api::{EpsFn, OptionSpec, Options, PluginInfo, PluginKind, Sampler, SamplerContext};
 use rand::{Rng, SeedableRng};
 
@@ -32,12 +32,7 @@ impl Sampler for Ddpm {
             version: env!("CARGO_PKG_VERSION").into(),
             description: "DDPM ancestral sampling (Ho et al. 2020), respaced to K steps".into(),
             options: vec![
-                OptionSpec::new(
-                    "spacing",
-                    choice(&["linspace", "leading", "trailing"]),
-                    "\"linspace\"",
-                    "placement of the K timesteps in 0..T",
-                ),
+                Spacing::option(Spacing::Linspace),
                 OptionSpec::new(
                     "variance",
                     choice(&["small", "large"]),
@@ -56,7 +51,7 @@ impl Sampler for Ddpm {
         eps: &mut EpsFn,
         seed: u64,
     ) -> Result<Vec<f32>> {
-        let ts = timesteps(opts.text("spacing")?.parse::<Spacing>()?, ctx.alphas_cumprod.len(), ctx.steps)?;
+        let ts = Spacing::timesteps_from(opts, ctx.alphas_cumprod.len(), ctx.steps)?;
         let large = opts.text("variance")? == "large";
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         for i in (0..ts.len()).rev() {

@@ -36,7 +36,7 @@
 
 use anyhow::{bail, Result};
 use fine_plugin_api::info::OptionType;
-use fine_plugin_api::sampler::{predict_x0, timesteps, Spacing};
+use fine_plugin_api::sampler::{predict_x0, Spacing};
 use fine_plugin_api::{EpsFn, OptionSpec, Options, PluginInfo, PluginKind, Sampler, SamplerContext};
 
 /// The DPM-Solver++(2M) sampler.
@@ -52,19 +52,13 @@ pub fn link() {}
 
 impl Sampler for DpmSolver {
     fn info(&self) -> PluginInfo {
-        let choice = |v: &[&str]| OptionType::Choice(v.iter().map(|s| s.to_string()).collect());
         PluginInfo {
             name: "dpm-solver".into(),
             kind: PluginKind::Sampler,
             version: env!("CARGO_PKG_VERSION").into(),
             description: "DPM-Solver++(2M) (Lu et al. 2022), multistep 2nd-order ODE solver in data prediction".into(),
             options: vec![
-                OptionSpec::new(
-                    "spacing",
-                    choice(&["linspace", "leading", "trailing"]),
-                    "\"trailing\"",
-                    "placement of the K timesteps in 0..T (trailing starts at T−1)",
-                ),
+                Spacing::option(Spacing::Trailing),
                 OptionSpec::new(
                     "lower_order_final",
                     OptionType::Bool,
@@ -84,7 +78,7 @@ impl Sampler for DpmSolver {
         _seed: u64,
     ) -> Result<Vec<f32>> {
         let ab = ctx.alphas_cumprod;
-        let ts = timesteps(opts.text("spacing")?.parse::<Spacing>()?, ab.len(), ctx.steps)?;
+        let ts = Spacing::timesteps_from(opts, ab.len(), ctx.steps)?;
         // A step onto t = 0 (σ_min) is first order with few steps (see the crate docs).
         let lower_order_final = opts.bool("lower_order_final")? && ts.len() - 1 < 15;
         let alpha = |t: usize| ab[t].sqrt();
@@ -132,6 +126,7 @@ impl Sampler for DpmSolver {
 mod tests {
     use super::*;
     use fine_plugin_api::sampler::testing::{self, assert_close, TOY_X_T as X_T};
+    use fine_plugin_api::sampler::timesteps;
     use rand::{Rng, SeedableRng};
     use rand_distr::StandardNormal;
 

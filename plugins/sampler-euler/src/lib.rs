@@ -24,7 +24,7 @@
 
 use anyhow::{bail, Result};
 use fine_plugin_api::info::OptionType;
-use fine_plugin_api::sampler::{predict_x0, timesteps, Spacing};
+use fine_plugin_api::sampler::{predict_x0, Spacing};
 use fine_plugin_api::{EpsFn, OptionSpec, Options, PluginInfo, PluginKind, Sampler, SamplerContext};
 use rand::{Rng, SeedableRng};
 
@@ -50,19 +50,13 @@ fn step_sigmas(s: f64, s_next: f64, ancestral: bool) -> (f64, f64) {
 
 impl Sampler for Euler {
     fn info(&self) -> PluginInfo {
-        let choice = |v: &[&str]| OptionType::Choice(v.iter().map(|s| s.to_string()).collect());
         PluginInfo {
             name: "euler".into(),
             kind: PluginKind::Sampler,
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Euler / Euler-ancestral on the discrete σ levels (Karras et al. 2022)".into(),
             options: vec![
-                OptionSpec::new(
-                    "spacing",
-                    choice(&["linspace", "leading", "trailing"]),
-                    "\"linspace\"",
-                    "placement of the K timesteps in 0..T",
-                ),
+                Spacing::option(Spacing::Linspace),
                 OptionSpec::new(
                     "ancestral",
                     OptionType::Bool,
@@ -82,7 +76,7 @@ impl Sampler for Euler {
         seed: u64,
     ) -> Result<Vec<f32>> {
         let ab = ctx.alphas_cumprod;
-        let ts = timesteps(opts.text("spacing")?.parse::<Spacing>()?, ab.len(), ctx.steps)?;
+        let ts = Spacing::timesteps_from(opts, ab.len(), ctx.steps)?;
         let ancestral = opts.bool("ancestral")?;
         let sigma = |t: usize| ((1.0 - ab[t]) / ab[t]).sqrt();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -116,6 +110,7 @@ impl Sampler for Euler {
 mod tests {
     use super::*;
     use fine_plugin_api::sampler::testing::{self, assert_close, TOY_X_T as X_T};
+    use fine_plugin_api::sampler::timesteps;
     use rand_distr::StandardNormal;
 
     fn schedule() -> Vec<f64> {
