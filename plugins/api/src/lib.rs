@@ -78,3 +78,19 @@ macro_rules! register {
         }
     };
 }
+
+/// Everything a built-in plugin crate declares, in one line:
+/// `builtin_plugin!(Sampler, MySampler::default)` registers it with
+/// [`register!`], exports the C ABI with [`export_plugin!`] when the crate's
+/// `dylib` feature is on (so it can also be dropped in), and defines
+/// `pub fn link()`, which a binary calls so the linker keeps the registration.
+#[macro_export]
+macro_rules! builtin_plugin {
+    ($kind:ident, $make:expr) => {
+        $crate::register!($kind, $make);
+        #[cfg(feature = "dylib")]
+        $crate::export_plugin!($kind, $make);
+        /// Call from a binary to make sure the linker keeps this crate's registration.
+        pub fn link() {}
+    };
+}

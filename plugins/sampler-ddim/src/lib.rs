@@ -26,12 +26,7 @@ use rand::{Rng, SeedableRng};
 #[derive(Debug, Clone, Default)]
 pub struct Ddim;
 
-fine_plugin_api::register!(Sampler, Ddim::default);
-#[cfg(feature = "dylib")]
-fine_plugin_api::export_plugin!(Sampler, Ddim::default);
-
-/// Call from a binary to make sure the linker keeps this crate's registration.
-pub fn link() {}
+fine_plugin_api::builtin_plugin!(Sampler, Ddim::default);
 
 /// (c_x₀, c_ε, σ) of x_prev = c_x₀·x₀ + c_ε·ε̂ + σ·z (Song et al. 2021, eq. 12 and 16).
 fn coefficients(ab: f64, ab_prev: f64, eta: f64) -> (f64, f64, f64) {

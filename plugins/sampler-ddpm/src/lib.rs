@@ -16,12 +16,7 @@ use rand::{Rng, SeedableRng};
 #[derive(Debug, Clone, Default)]
 pub struct Ddpm;
 
-fine_plugin_api::register!(Sampler, Ddpm::default);
-#[cfg(feature = "dylib")]
-fine_plugin_api::export_plugin!(Sampler, Ddpm::default);
-
-/// Call from a binary to make sure the linker keeps this crate's registration.
-pub fn link() {}
+fine_plugin_api::builtin_plugin!(Sampler, Ddpm::default);
 
 impl Sampler for Ddpm {
     fn info(&self) -> PluginInfo {

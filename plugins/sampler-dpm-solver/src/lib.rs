@@ -43,12 +43,7 @@ use fine_plugin_api::{EpsFn, OptionSpec, Options, PluginInfo, PluginKind, Sample
 #[derive(Debug, Clone, Default)]
 pub struct DpmSolver;
 
-fine_plugin_api::register!(Sampler, DpmSolver::default);
-#[cfg(feature = "dylib")]
-fine_plugin_api::export_plugin!(Sampler, DpmSolver::default);
-
-/// Call from a binary to make sure the linker keeps this crate's registration.
-pub fn link() {}
+fine_plugin_api::builtin_plugin!(Sampler, DpmSolver::default);
 
 impl Sampler for DpmSolver {
     fn info(&self) -> PluginInfo {

@@ -32,12 +32,7 @@ use rand::{Rng, SeedableRng};
 #[derive(Debug, Clone, Default)]
 pub struct Euler;
 
-fine_plugin_api::register!(Sampler, Euler::default);
-#[cfg(feature = "dylib")]
-fine_plugin_api::export_plugin!(Sampler, Euler::default);
-
-/// Call from a binary to make sure the linker keeps this crate's registration.
-pub fn link() {}
+fine_plugin_api::builtin_plugin!(Sampler, Euler::default);
 
 /// (σ_down, σ_up) of one step σ → σ_next; (σ_next, 0) for plain Euler.
 fn step_sigmas(s: f64, s_next: f64, ancestral: bool) -> (f64, f64) {

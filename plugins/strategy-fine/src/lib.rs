@@ -65,12 +65,7 @@ pub const TYPES: [(&str, &str); 5] = [
 #[derive(Debug, Clone, Default)]
 pub struct Fine;
 
-fine_plugin_api::register!(Strategy, Fine::default);
-#[cfg(feature = "dylib")]
-fine_plugin_api::export_plugin!(Strategy, Fine::default);
-
-/// Call from a binary to make sure the linker keeps this crate's registration.
-pub fn link() {}
+fine_plugin_api::builtin_plugin!(Strategy, Fine::default);
 
 const NAME: &str = "fine";
 

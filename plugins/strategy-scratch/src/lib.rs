@@ -13,12 +13,7 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, Default)]
 pub struct Scratch;
 
-fine_plugin_api::register!(Strategy, Scratch::default);
-#[cfg(feature = "dylib")]
-fine_plugin_api::export_plugin!(Strategy, Scratch::default);
-
-/// Call from a binary to make sure the linker keeps this crate's registration.
-pub fn link() {}
+fine_plugin_api::builtin_plugin!(Strategy, Scratch::default);
 
 fn plain(weights: &[WeightSpec]) -> Parameterization {
     let w: Vec<_> = weights.iter().map(|w| (w.name.clone(), w.shape.clone(), w.init.clone())).collect();
