@@ -106,10 +106,53 @@ fn fine_pipeline_ancestry_to_two_depths() {
         assert!(err < 1e-5, "materialized model differs by {err}");
         ok(&["train", "--from", s(&out), "--steps", "3", "--batch", "8"]);
     }
-    // A learngene whose width does not fit the target is refused.
-    let wide = graph_with(d.path(), "wide", 3, 64);
-    let (good, err) = run(&["init", "--learngene", s(&lg), "--graph", s(&wide), "--out", s(&d.path().join("w"))]);
-    assert!(!good && err.contains("width") && err.contains("wide"), "{err}");
+    // Other widths (beyond the paper): learned projections over the frozen learngene.
+    for (name, hidden, heads) in [("wide", 64usize, 4usize), ("narrow", 16, 1)] {
+        let g = graph_with(d.path(), name, 3, hidden);
+        let text = std::fs::read_to_string(&g).unwrap().replace("heads: 2", &format!("heads: {heads}"));
+        std::fs::write(&g, text).unwrap();
+        let out = d.path().join(name);
+        ok(&[
+            "init",
+            "--learngene",
+            s(&lg),
+            "--graph",
+            s(&g),
+            "--out",
+            s(&out),
+            "--sigma-steps",
+            "3",
+            "--subset",
+            "64",
+            "--batch",
+            "8",
+        ]);
+        let phase2 = Checkpoint::load(&out.join("init/checkpoint.safetensors")).unwrap();
+        for t in ["qkv", "proj", "fc1", "fc2", "ada"] {
+            for f in ["U", "V"] {
+                let name = format!("fine.{t}.{f}");
+                assert!(phase2.params[&name] == lgv.tensors[&name].data, "{name} changed in phase 2");
+            }
+        }
+        assert!(phase2.params["fine.anc.x_embedder.proj.weight"] == lgv.tensors["x_embedder.proj.weight"].data);
+        let r = phase2.spec.leaves.iter().find(|l| l.name == "fine.width.R").unwrap();
+        assert!(r.trainable && r.shape == [hidden, 32], "{r:?}");
+        let plain = Checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
+        assert_eq!(plain.graph.hidden, hidden);
+        let dit = Dit::new(&plain.graph);
+        let a = ParamStore::from_values(Cpu::default(), phase2.spec.clone(), phase2.params.clone()).unwrap();
+        let b = ParamStore::from_values(Cpu::default(), plain.spec.clone(), plain.params.clone()).unwrap();
+        let x: Vec<f32> = (0..2 * 784).map(|i| ((i * 7 % 31) as f32 - 15.0) / 15.0).collect();
+        let ya = dit.predict(&a.view::<NoneTape>(), &x, &[5.0, 600.0], &[1, 10]).unwrap();
+        let yb = dit.predict(&b.view::<NoneTape>(), &x, &[5.0, 600.0], &[1, 10]).unwrap();
+        let err = ya.iter().zip(&yb).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+        assert!(err < 1e-5, "materialized {name} model differs by {err}");
+    }
+    // A learngene that does not fit the target (another patch size) is refused.
+    let p2 = graph_with(d.path(), "p2", 3, 64);
+    std::fs::write(&p2, std::fs::read_to_string(&p2).unwrap().replace("patch_size: 4", "patch_size: 2")).unwrap();
+    let (good, err) = run(&["init", "--learngene", s(&lg), "--graph", s(&p2), "--out", s(&d.path().join("w"))]);
+    assert!(!good && err.contains("x_embedder.proj.weight") && err.contains("wide"), "{err}");
     // A learngene made by another strategy is refused.
     let (sc, sclg) = (d.path().join("sc"), d.path().join("sc.safetensors"));
     ok(&[

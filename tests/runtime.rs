@@ -226,6 +226,76 @@ fn factor_row_add_scale_expressions_gradients_match_finite_differences() {
 }
 
 #[test]
+fn project_expressions_match_dense_formula_and_finite_differences() {
+    use rand::SeedableRng;
+    // w = P · X_b for each of 3 row blocks of X (3·4 × 2) with P (5 × 4): (15, 2);
+    // q = X'ᵀ-side: each of 2 column blocks of Y (3 × 2·4) times Pᵀ: (3, 10).
+    let spec = Parameterization {
+        leaves: vec![leaf("X", &[12, 2]), leaf("Y", &[3, 8]), leaf("P", &[5, 4])],
+        bindings: [
+            (
+                "w".to_string(),
+                Expr::Project { x: Box::new(Expr::leaf("X")), p: Box::new(Expr::leaf("P")), axis: 0, chunks: 3 },
+            ),
+            (
+                "q".to_string(),
+                Expr::Project { x: Box::new(Expr::leaf("Y")), p: Box::new(Expr::leaf("P")), axis: 1, chunks: 2 },
+            ),
+        ]
+        .into(),
+    };
+    spec.validate(&[("w".into(), vec![15, 2]), ("q".into(), vec![3, 10])]).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+    let store = ParamStore::init(Dev::default(), spec.clone(), &mut rng).unwrap();
+    let h = store.host_values();
+    let (x, y, p) = (&h["X"], &h["Y"], &h["P"]);
+    let w = store.view::<NoneTape>().matrix("w", 15, 2).unwrap().as_vec();
+    let q = store.view::<NoneTape>().matrix("q", 3, 10).unwrap().as_vec();
+    for b in 0..3 {
+        for i in 0..5 {
+            for j in 0..2 {
+                let dense: f32 = (0..4).map(|k| p[i * 4 + k] * x[(b * 4 + k) * 2 + j]).sum();
+                assert!((w[(b * 5 + i) * 2 + j] - dense).abs() < 1e-5, "w block {b} ({i}, {j})");
+            }
+        }
+    }
+    for r in 0..3 {
+        for b in 0..2 {
+            for i in 0..5 {
+                let dense: f32 = (0..4).map(|k| y[r * 8 + b * 4 + k] * p[i * 4 + k]).sum();
+                assert!((q[r * 10 + b * 5 + i] - dense).abs() < 1e-5, "q row {r} block {b} col {i}");
+            }
+        }
+    }
+    // Sizes that do not fit are refused.
+    let mut bad = spec.clone();
+    bad.bindings.insert(
+        "w".into(),
+        Expr::Project { x: Box::new(Expr::leaf("X")), p: Box::new(Expr::leaf("P")), axis: 0, chunks: 2 },
+    );
+    assert!(bad.validate(&[("w".into(), vec![15, 2]), ("q".into(), vec![3, 10])]).is_err());
+    let rw: Vec<f32> = (0..30).map(|i| ((i * 7 % 11) as f32 - 5.0) / 5.0).collect();
+    let rq: Vec<f32> = (0..30).map(|i| ((i * 5 % 13) as f32 - 6.0) / 6.0).collect();
+    check_fd(
+        &store,
+        |s| {
+            let v = s.view::<OwnedTape<f32, Dev>>();
+            let (w, q) = (v.matrix("w", 15, 2).unwrap(), v.matrix("q", 3, 10).unwrap());
+            let (a, b) = (
+                s.dev.tensor_from_vec(rw.clone(), (15usize, 2usize)),
+                s.dev.tensor_from_vec(rq.clone(), (3usize, 10usize)),
+            );
+            let l = (w.square() * a).sum::<Rank0, _>() + (q.square() * b).sum::<Rank0, _>();
+            let val = l.retaped::<NoneTape>().as_vec()[0];
+            (val, Some(l.backward()))
+        },
+        12,
+        1e-2,
+        2e-2,
+    );
+}
+
+#[test]
 fn whole_dit_gradients_match_finite_differences() {
     use rand::SeedableRng;
     let g = tiny_ref_graph();

@@ -201,6 +201,36 @@ impl<'a, D: Backend, T: Tape<f32, D>> Params<'a, D, T> {
                 a + b
             }
             Expr::Scale(a, c) => self.eval(a)? * *c,
+            Expr::Project { x, p, axis, chunks } => {
+                let shapes = self.store.spec.leaf_shapes();
+                let shape = e.shape(&shapes)?; // checks every size
+                let (n_out, n_in) = match p.shape(&shapes)?[..] {
+                    [a, b] => (a, b),
+                    _ => unreachable!("checked by Expr::shape"),
+                };
+                let (x, p) = (self.eval(x)?, self.eval(p)?.reshape_like(&(n_out, n_in))); // P: (n', n)
+                let k = *chunks;
+                let numel = x.shape().0;
+                let out = if *axis == 0 {
+                    let c = numel / (k * n_in);
+                    if k == 1 {
+                        p.matmul(x.reshape_like(&(n_in, c))).reshape_like(&(n_out * c,))
+                    // (n', c)
+                    } else {
+                        let xb = x.reshape_like(&(k, n_in, c)).permute::<_, Axes3<1, 0, 2>>(); // (n, k, c)
+                        let y = p.matmul(xb.reshape_like(&(n_in, k * c))); // (n', k·c)
+                        let y = y.reshape_like(&(n_out, k, c)).permute::<_, Axes3<1, 0, 2>>(); // (k, n', c)
+                        y.reshape_like(&(k * n_out * c,))
+                    }
+                } else {
+                    let r = numel / (k * n_in);
+                    let pt = p.permute::<_, Axes2<1, 0>>(); // (n, n')
+                    x.reshape_like(&(r * k, n_in)).matmul(pt).reshape_like(&(r * k * n_out,))
+                    // (r, k·n')
+                };
+                debug_assert_eq!(out.shape().0, shape.iter().product::<usize>());
+                out
+            }
         })
     }
 }

@@ -8,6 +8,8 @@
 //! * tie several weights to one leaf: bind them all to `Leaf("shared.qkv")`;
 //! * factorize: `Factor { u, s, v }` is `U · diag(s) · Vᵀ` (FINE);
 //! * linear expansion: `Add(Leaf(base), Scale(Leaf(delta), l / L))` (TLEG);
+//! * change width: `Project { x, p, axis, chunks }` maps an axis through a
+//!   (learned) matrix P, e.g. a wider model's rows `P·U` (FINE width extension);
 //! * freeze: mark the leaf `trainable: false`.
 //!
 //! It is plain data (serde/RON), so it travels inside checkpoints and across
@@ -59,6 +61,13 @@ pub enum Expr {
     Add(Box<Expr>, Box<Expr>),
     /// Expression times a constant.
     Scale(Box<Expr>, f32),
+    /// `x` viewed as a matrix, each of its `chunks` equal blocks along `axis`
+    /// mapped through `p` (n' × n): axis 0 views x as (chunks·n, c) and gives
+    /// (chunks·n', c) with block b ↦ P·X_b; axis 1 views x as (r, chunks·n) and
+    /// gives (r, chunks·n') with block b ↦ X_b·Pᵀ. A vector of length chunks·n
+    /// is a (chunks·n, 1) matrix. Changes a tensor's width, e.g. the q, k, v
+    /// blocks of a qkv factor with `chunks: 3`.
+    Project { x: Box<Expr>, p: Box<Expr>, axis: usize, chunks: usize },
 }
 
 impl Expr {
@@ -95,6 +104,21 @@ impl Expr {
                 Ok(sa)
             }
             Expr::Scale(a, _) => a.shape(leaves),
+            Expr::Project { x, p, axis, chunks } => {
+                let (xs, ps) = (x.shape(leaves)?, p.shape(leaves)?);
+                let numel: usize = xs.iter().product();
+                let [n_out, n_in] = ps[..] else { bail!("Project: P must be a matrix, got shape {ps:?}") };
+                let block = chunks * n_in;
+                if *axis > 1 || *chunks == 0 || n_in == 0 || numel % block != 0 || (*axis == 1 && xs.len() < 2) {
+                    bail!("Project: cannot map {chunks} blocks of axis {axis} of a {xs:?} tensor through P {ps:?}");
+                }
+                let (other, along) = (numel / block, chunks * n_out);
+                let along_x = if *axis == 0 { xs[0] } else { xs[xs.len() - 1] };
+                if along_x != block {
+                    bail!("Project: axis {axis} of {xs:?} is not {chunks} × {n_in} long");
+                }
+                Ok(if *axis == 0 { vec![along, other] } else { vec![other, along] })
+            }
         }
     }
 
@@ -112,6 +136,10 @@ impl Expr {
                 b.leaves(out);
             }
             Expr::Scale(a, _) => a.leaves(out),
+            Expr::Project { x, p, .. } => {
+                x.leaves(out);
+                p.leaves(out);
+            }
         }
     }
 }

@@ -38,6 +38,9 @@
 //! Σ-init ablation rows are `random`/`identical`/`linear` with
 //! `sigma_steps=0`, against FINE = `random` + training.
 //!
+//! **Other widths** (beyond the paper): learned width projections over the
+//! frozen learngene, see [`width`].
+//!
 //! **Phase 3.** The host materializes W = U·diag(σ)·Vᵀ into a plain DiT and
 //! trains everything (`fine train --from`).
 
@@ -51,6 +54,8 @@ use fine_plugin_api::{
 use rand::SeedableRng;
 use rand_distr::Distribution;
 use std::collections::BTreeMap;
+
+pub mod width;
 
 /// The five factorized weight types: (type name, weight suffix inside `blocks.{l}.`).
 pub const TYPES: [(&str, &str); 5] = [
@@ -253,6 +258,7 @@ impl Strategy for Fine {
         }
         let mut meta = BTreeMap::from([
             ("hidden".to_string(), graph.hidden.to_string()),
+            ("heads".to_string(), graph.heads.to_string()),
             ("ancestry_depth".to_string(), graph.depth.to_string()),
         ]);
         let mut per_layer = 0usize;
@@ -278,6 +284,10 @@ impl Strategy for Fine {
         if lg.strategy != NAME {
             bail!("this learngene was made by `{}`, not by `{NAME}`", lg.strategy);
         }
+        let anc_hidden = lg.tensors.get(&leaf("qkv", "V")).map(|v| v.shape[0]);
+        if anc_hidden.is_some_and(|h| h != target.hidden) {
+            return self.wider_or_narrower(lg, target, weights, opts);
+        }
         let mut ranks = BTreeMap::new();
         for (t, suffix) in TYPES {
             let (m1, m2) = type_shape(weights, suffix)?;
@@ -286,7 +296,7 @@ impl Strategy for Fine {
             if u.shape[0] != m1 || v.shape[0] != m2 {
                 bail!(
                     "the learngene's {t} factors are U {:?}, V {:?} (width {}), but `{}` needs {m1}×{m2} weights (hidden {}): \
-                     FINE descendants must have the ancestry's width",
+                     the learngene does not fit this graph",
                     u.shape,
                     v.shape,
                     lg.meta.get("hidden").map(String::as_str).unwrap_or("?"),
@@ -314,6 +324,43 @@ impl Strategy for Fine {
                     init_sigma(mode, anc, target.depth, &mut rng).with_context(|| format!("σ-init of `{}`", l.name))?;
                 values.insert(l.name.clone(), Tensor::new(l.shape.clone(), s)?);
             }
+        }
+        Ok(Descendant { spec, values, init_steps: opts.int("sigma_steps")? })
+    }
+}
+
+impl Fine {
+    /// A descendant of another width: see [`width`].
+    fn wider_or_narrower(
+        &self,
+        lg: &Learngene,
+        target: &Graph,
+        weights: &[WeightSpec],
+        opts: &Options,
+    ) -> Result<Descendant> {
+        let mut ranks = BTreeMap::new();
+        for (t, _) in TYPES {
+            let u = lg.tensors.get(&leaf(t, "U")).ok_or_else(|| anyhow!("learngene lacks `{}`", leaf(t, "U")))?;
+            let v = lg.tensors.get(&leaf(t, "V")).ok_or_else(|| anyhow!("learngene lacks `{}`", leaf(t, "V")))?;
+            ranks.insert(t, (u.shape[0], v.shape[0], u.shape[1]));
+        }
+        let spec = width::parameterization(weights, target, lg, &ranks).map_err(|e| {
+            anyhow!(
+                "{e:#}\n(the learngene is {} wide, `{}` is {} wide)",
+                lg.meta.get("hidden").map(String::as_str).unwrap_or("?"),
+                target.name,
+                target.hidden
+            )
+        })?;
+        let seed = opts.int("seed")? as u64;
+        let mut values = width::values(lg, target, seed)?;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mode = opts.text("sigma_init")?;
+        for (t, _) in TYPES {
+            let name = leaf(t, "S");
+            let anc = lg.tensors.get(&name).ok_or_else(|| anyhow!("learngene lacks `{name}`"))?;
+            let s = init_sigma(mode, anc, target.depth, &mut rng).with_context(|| format!("σ-init of `{name}`"))?;
+            values.insert(name, Tensor::new(vec![target.depth, anc.shape[1]], s)?);
         }
         Ok(Descendant { spec, values, init_steps: opts.int("sigma_steps")? })
     }
