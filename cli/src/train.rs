@@ -32,6 +32,11 @@ pub struct TrainArgs {
     /// Stop after this global step (the run can be resumed later).
     #[arg(long)]
     pub until: Option<usize>,
+    /// At the end, the held-out denoising loss on the first N images of the
+    /// data's test split (fixed timesteps and noise; live and EMA weights),
+    /// printed and written to RUN/heldout.json. 0: off.
+    #[arg(long, default_value_t = 0)]
+    pub heldout: usize,
     #[command(flatten)]
     pub over: Overrides,
 }
@@ -204,9 +209,28 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let until = a.until.unwrap_or(trainer.cfg.steps).min(trainer.cfg.steps);
     let name = trainer.dit.graph.name.clone();
     run::train_loop(&mut trainer, &dir, until, &name)?;
+    if a.heldout > 0 {
+        heldout(&trainer, &dir, a.heldout)?;
+    }
     println!("run: {}", dir.0.display());
     println!("checkpoint: {} (step {})", dir.checkpoint().display(), trainer.step);
     println!("metrics: {}", dir.metrics().display());
     println!("loss plot: {}", dir.plot().display());
+    Ok(())
+}
+
+/// Writes RUN/heldout.json: the held-out ε-MSE of the live and EMA weights.
+fn heldout<D: fine_core::model::Backend>(t: &Trainer<D>, dir: &RunDir, n: usize) -> Result<()> {
+    use fine_core::train::heldout::HeldOut;
+    let data = fine_core::data::load(&t.cfg.data, fine_core::data::Split::Test)?;
+    let set = HeldOut::new(&data, n, t.schedule(), 0)?;
+    let live = set.loss(&t.dit, &t.store, 64)?;
+    let ema = set.loss(&t.dit, &t.ema_store()?, 64)?;
+    let json = serde_json::json!({
+        "step": t.step, "data": t.cfg.data, "split": "test", "n": n, "seed": 0, "live": live, "ema": ema,
+    });
+    let path = dir.0.join("heldout.json");
+    fine_core::util::fsx::write_atomic(&path, format!("{json}\n").as_bytes())?;
+    println!("held-out ε-MSE ({} test, N = {n}): live {live:.5}, EMA {ema:.5}", t.cfg.data);
     Ok(())
 }
