@@ -27,11 +27,17 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 2)]
         warmup: usize,
     },
+    /// Compare learngene strategies: ancestries, descendants at several sizes and
+    /// seeds, one table (markdown + JSON) and metric-vs-step plots.
+    Learngene(crate::bench_learngene::BenchLearngeneArgs),
 }
 
 /// Runs a benchmark.
-pub fn run(cmd: BenchCmd) -> Result<()> {
-    let BenchCmd::Step { graph: gpath, batch, steps, warmup } = cmd;
+pub fn run(cmd: BenchCmd, reg: &fine_core::plugin::Registry) -> Result<()> {
+    let (gpath, batch, steps, warmup) = match cmd {
+        BenchCmd::Step { graph, batch, steps, warmup } => (graph, batch, steps, warmup),
+        BenchCmd::Learngene(a) => return crate::bench_learngene::run(a, reg),
+    };
     let g = graph::load::from_file(&gpath)?;
     let cfg = TrainConfig { data: "synthetic".into(), batch, steps: warmup + steps, ..Default::default() };
     let mut t = Trainer::new(run::cpu(), &g, cfg, None)?;

@@ -110,27 +110,7 @@ pub fn learngene(cmd: LearngeneCmd, reg: &Registry) -> Result<()> {
     match cmd {
         LearngeneCmd::Extract { run, out, no_ema } => {
             let ck = Checkpoint::load(&RunDir(run.clone()).checkpoint())?;
-            let name = ck.extra.get("strategy").ok_or_else(|| {
-                anyhow!("{} was not made by `fine pretrain` (its checkpoint names no strategy)", run.display())
-            })?;
-            let strategy = reg.strategy(name)?;
-            let info = strategy.info();
-            if ck.extra.get("strategy_version") != Some(&info.version) {
-                eprintln!(
-                    "warning: the run was made by `{name}` {}, this is {}",
-                    ck.extra.get("strategy_version").map(String::as_str).unwrap_or("?"),
-                    info.version
-                );
-            }
-            let opts = Options::from_ron(&info, ck.extra.get("strategy_opts").map(String::as_str).unwrap_or(""))?;
-            let values = if no_ema { &ck.params } else { &ck.ema };
-            let leaves = st::values_as_tensors(&ck.spec, values)?;
-            let mut lg = strategy.extract(&ck.graph, &ck.spec, &leaves, &opts)?;
-            lg.meta.insert("source_graph".into(), graph::load::to_ron(&ck.graph));
-            lg.meta.insert("source_run".into(), run.display().to_string());
-            lg.meta.insert("data".into(), format!("{} {}", ck.train.data, ck.train.split));
-            lg.meta.insert("steps".into(), ck.step.to_string());
-            lg.meta.insert("weights".into(), if no_ema { "live" } else { "ema" }.into());
+            let lg = extract(&ck, &run, no_ema, reg)?;
             save_learngene(&out, &lg)?;
             let n: usize = lg.tensors.values().map(|t| t.data.len()).sum();
             println!(
@@ -161,6 +141,37 @@ pub fn learngene(cmd: LearngeneCmd, reg: &Registry) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The learngene of the ancestry run `run` (checkpoint `ck`) by the strategy that made it.
+pub fn extract(
+    ck: &Checkpoint,
+    run: &std::path::Path,
+    no_ema: bool,
+    reg: &Registry,
+) -> Result<fine_plugin_api::Learngene> {
+    let name = ck.extra.get("strategy").ok_or_else(|| {
+        anyhow!("{} was not made by `fine pretrain` (its checkpoint names no strategy)", run.display())
+    })?;
+    let strategy = reg.strategy(name)?;
+    let info = strategy.info();
+    if ck.extra.get("strategy_version") != Some(&info.version) {
+        eprintln!(
+            "warning: the run was made by `{name}` {}, this is {}",
+            ck.extra.get("strategy_version").map(String::as_str).unwrap_or("?"),
+            info.version
+        );
+    }
+    let opts = Options::from_ron(&info, ck.extra.get("strategy_opts").map(String::as_str).unwrap_or(""))?;
+    let values = if no_ema { &ck.params } else { &ck.ema };
+    let leaves = st::values_as_tensors(&ck.spec, values)?;
+    let mut lg = strategy.extract(&ck.graph, &ck.spec, &leaves, &opts)?;
+    lg.meta.insert("source_graph".into(), graph::load::to_ron(&ck.graph));
+    lg.meta.insert("source_run".into(), run.display().to_string());
+    lg.meta.insert("data".into(), format!("{} {}", ck.train.data, ck.train.split));
+    lg.meta.insert("steps".into(), ck.step.to_string());
+    lg.meta.insert("weights".into(), if no_ema { "live" } else { "ema" }.into());
+    Ok(lg)
 }
 
 /// Storage of n descendants kept whole vs one learngene plus n per-model

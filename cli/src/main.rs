@@ -4,7 +4,9 @@
 //! (all of it in a few CPU minutes) and `bench` (speed).
 
 mod bench;
+mod bench_learngene;
 mod demo;
+mod eval;
 mod graph_cmd;
 mod learngene;
 mod plugins;
@@ -41,6 +43,8 @@ enum Cmd {
     Init(learngene::InitArgs),
     /// Draw samples from a trained run and write a PNG grid.
     Sample(sample::SampleArgs),
+    /// Sample-quality metrics (FID, sFID, precision/recall, FID on classifier features).
+    Eval(eval::EvalArgs),
     /// Inspect graph files.
     Graph {
         #[command(subcommand)]
@@ -68,6 +72,10 @@ fn link_builtins() {
     fine_sampler_euler::link();
     fine_strategy_scratch::link();
     fine_strategy_fine::link();
+    fine_strategy_sws::link();
+    fine_strategy_tleg::link();
+    fine_strategy_heur::link();
+    fine_strategy_svd_independent::link();
 }
 
 fn main() {
@@ -84,13 +92,14 @@ fn main() {
         match cli.cmd {
             Cmd::Train(a) => train::run(a),
             Cmd::Sample(a) => sample::run(a, &reg),
+            Cmd::Eval(a) => eval::run(a, &reg),
             Cmd::Pretrain(a) => learngene::pretrain(a, &reg),
             Cmd::Learngene { cmd } => learngene::learngene(cmd, &reg),
             Cmd::Init(a) => learngene::init(a, &reg),
             Cmd::Graph { cmd } => graph_cmd::run(cmd),
             Cmd::Demo(a) => demo::run(a, &reg),
             Cmd::Plugins { cmd } => plugins::run(cmd, &reg),
-            Cmd::Bench { cmd } => bench::run(cmd),
+            Cmd::Bench { cmd } => bench::run(cmd, &reg),
         }
     });
     if let Err(e) = result {

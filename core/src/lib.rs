@@ -5,11 +5,12 @@
 //! `graph` (RON architecture files) → `model` (a DiT built at run time over a
 //! named parameter store) → `diffusion` (noise schedules, loss) → `train`
 //! (AdamW, EMA, the loop, checkpoints) → `sample` (reverse-diffusion solvers)
-//! → `data`/`util` (IDX data, images, plots).
+//! → `eval` (FID, sFID, precision/recall) → `data`/`util` (IDX data, images, plots).
 
 pub mod checkpoint;
 pub mod data;
 pub mod diffusion;
+pub mod eval;
 pub mod graph;
 pub mod model;
 pub mod plugin;

@@ -1,4 +1,4 @@
-//! Line plots written as SVG (loss curves and similar).
+//! Line plots written as SVG or PNG (loss curves, benchmark curves).
 
 use super::fsx::write_atomic;
 use anyhow::{anyhow, Result};
@@ -48,6 +48,45 @@ pub fn line_plot_svg(
     series: &[Series],
     log_y: bool,
 ) -> Result<()> {
+    let svg = line_plot_svg_text(title, x_label, y_label, series, log_y)
+        .map_err(|e| anyhow!("{}: drawing plot: {e}", path.display()))?;
+    write_atomic(path, svg.as_bytes())
+}
+
+/// [`line_plot_svg`] rasterized to PNG (resvg; text in the system's fonts —
+/// without any font installed the lines and axes are drawn, the text is not).
+pub fn line_plot_png(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    log_y: bool,
+) -> Result<()> {
+    let fail = |e: String| anyhow!("{}: drawing plot: {e}", path.display());
+    let svg = line_plot_svg_text(title, x_label, y_label, series, log_y).map_err(|e| fail(e.to_string()))?;
+    let mut opt = resvg::usvg::Options::default();
+    let db = opt.fontdb_mut();
+    db.load_system_fonts();
+    // plotters asks for the generic `sans-serif`: map it to a font that exists.
+    let families: Vec<String> = db.faces().flat_map(|f| f.families.iter().map(|(n, _)| n.clone())).collect();
+    let pick = ["DejaVu Sans", "Liberation Sans", "Noto Sans", "Arial", "Helvetica"]
+        .iter()
+        .map(|s| s.to_string())
+        .find(|want| families.contains(want))
+        .or_else(|| families.first().cloned());
+    if let Some(f) = pick {
+        db.set_sans_serif_family(f);
+    }
+    let tree = resvg::usvg::Tree::from_str(&svg, &opt).map_err(|e| fail(e.to_string()))?;
+    let mut pixmap = resvg::tiny_skia::Pixmap::new(SIZE.0, SIZE.1).ok_or_else(|| fail("empty canvas".into()))?;
+    resvg::render(&tree, resvg::tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    let png = pixmap.encode_png().map_err(|e| fail(e.to_string()))?;
+    write_atomic(path, &png)
+}
+
+/// The SVG text of a line plot (see [`line_plot_svg`]).
+fn line_plot_svg_text(title: &str, x_label: &str, y_label: &str, series: &[Series], log_y: bool) -> Result<String> {
     let clean: Vec<Vec<(f64, f64)>> = series
         .iter()
         .map(|s| {
@@ -66,10 +105,9 @@ pub fn line_plot_svg(
         } else {
             draw(&root, &labels, series, &clean, xr, pad_linear(bounds(all().map(|p| p.1))))
         };
-        res.and_then(|_| root.present().map_err(|e| anyhow!("{e:?}")))
-            .map_err(|e| anyhow!("{}: drawing plot: {e}", path.display()))?;
+        res.and_then(|_| root.present().map_err(|e| anyhow!("{e:?}")))?;
     }
-    write_atomic(path, svg.as_bytes())
+    Ok(svg)
 }
 
 /// Chart title and axis descriptions.

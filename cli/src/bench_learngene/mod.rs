@@ -1,0 +1,368 @@
+//! `fine bench learngene --config FILE.ron`: the FINE paper's comparison in one
+//! command.
+//!
+//! 1. **Check everything first.** Every row's strategy and options, every size
+//!    it must build (a dry run: the strategy's ancestry parameterization at
+//!    random values → extract → `descendant` for every size), the data sets and
+//!    any given learngene file. A bad config fails here, before any training.
+//! 2. **Ancestries**, one per row that needs one, cached by content: the folder
+//!    `CACHE/<strategy>-<crc32 of the key>` holds the run, its learngene and
+//!    `key.txt` (strategy, version, options, graph, data, training config). A
+//!    later benchmark with the same key reuses it; an interrupted one resumes.
+//! 3. **Descendants**: for every row × size × seed, the strategy's descendant
+//!    with its initialization phase (trainable values and wall time recorded),
+//!    materialized, then `train.steps` ordinary steps, scored at step 0, every
+//!    `eval.every` steps and at the end. Finished runs keep a `result.json`
+//!    and are not redone.
+//! 4. **Report** in OUT: `table.md` (rows × sizes, mean ± std over seeds, plus
+//!    learngene storage and initialization cost), `results.json` (every number
+//!    and the exact config) and `curve-<size>.png`/`.svg` (metric vs step).
+
+pub mod config;
+mod report;
+mod score;
+
+use crate::run::{self, RunDir};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use config::{BenchConfig, Row};
+use fine_core::checkpoint::Checkpoint;
+use fine_core::graph::{self, Graph};
+use fine_core::model::store::CpuDevice;
+use fine_core::model::{Dit, ParamStore};
+use fine_core::plugin::Registry;
+use fine_core::strategy::{self as st, load_learngene, save_learngene};
+use fine_core::train::{TrainConfig, Trainer};
+use fine_plugin_api::{Learngene, Options, Strategy};
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Options of `fine bench learngene`.
+#[derive(Args, Debug)]
+pub struct BenchLearngeneArgs {
+    /// Benchmark configuration (RON; see `benches/learngene-*.ron`).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Output folder (default: runs/bench-NAME).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Ancestry cache folder (default: OUT/cache).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+}
+
+/// One descendant run's numbers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunResult {
+    /// Row label.
+    pub row: String,
+    /// Descendant graph name.
+    pub size: String,
+    /// Seed.
+    pub seed: u64,
+    /// Steps of the initialization phase.
+    pub init_steps: usize,
+    /// Values trained during the initialization phase (0: none).
+    pub init_trainable: usize,
+    /// Wall time of building + initializing the descendant, seconds.
+    pub init_seconds: f64,
+    /// Wall time of ordinary training (without scoring), seconds.
+    pub train_seconds: f64,
+    /// (training step, metric) pairs.
+    pub curve: Vec<(usize, f64)>,
+    /// The metric after the last step.
+    pub last: f64,
+}
+
+/// A row ready to run.
+struct Prepared<'a> {
+    row: Row,
+    strategy: Option<&'a dyn Strategy>,
+    opts: Option<Options>,
+    learngene: Option<Learngene>,
+}
+
+/// Runs `fine bench learngene`.
+pub fn run(a: BenchLearngeneArgs, reg: &Registry) -> Result<()> {
+    let cfg = BenchConfig::load(&a.config)?;
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/bench-{}", cfg.name)));
+    let cache = a.cache.clone().unwrap_or_else(|| out.join("cache"));
+    let anc_graph = graph::load::from_file(&cfg.ancestry.graph)?;
+    let sizes: Vec<Graph> = cfg.sizes.iter().map(|p| graph::load::from_file(p)).collect::<Result<_>>()?;
+    let mut names = std::collections::BTreeSet::new();
+    for g in &sizes {
+        if !names.insert(g.name.clone()) {
+            bail!("{}: two sizes have the graph name `{}`", a.config.display(), g.name);
+        }
+    }
+
+    // ----- 1. check everything before training -----
+    let mut datasets = BTreeMap::new();
+    for d in std::iter::once(&cfg.data).chain(cfg.rows.iter().filter_map(|r| r.data.as_ref())) {
+        if !datasets.contains_key(d) {
+            fine_core::data::load(d, fine_core::data::Split::Train)
+                .with_context(|| format!("{}: data `{d}`", a.config.display()))?;
+            datasets.insert(d.clone(), ());
+        }
+    }
+    let mut rows = Vec::new();
+    for r in &cfg.rows {
+        let p = prepare(r, &anc_graph, &sizes, reg)
+            .with_context(|| format!("{}: row `{}`", a.config.display(), r.label()))?;
+        rows.push(p);
+    }
+    score::check(&cfg, &sizes).with_context(|| format!("{}: eval", a.config.display()))?;
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let total_runs = rows.len() * sizes.len() * cfg.seeds.len();
+    eprintln!(
+        "bench `{}`: {} rows × {} sizes × {} seeds = {total_runs} descendant runs → {}",
+        cfg.name,
+        rows.len(),
+        sizes.len(),
+        cfg.seeds.len(),
+        out.display()
+    );
+
+    // ----- 2. ancestries (cached) -----
+    let mut storage = BTreeMap::new();
+    for p in rows.iter_mut() {
+        if let (Some(s), None) = (p.strategy, &p.learngene) {
+            if p.row.strategy != "scratch" {
+                p.learngene = Some(ancestry(s, &p.row, &cfg, &anc_graph, &cache, reg)?);
+            }
+        }
+        let values = p.learngene.as_ref().map(|lg| lg.tensors.values().map(|t| t.data.len()).sum()).unwrap_or(0);
+        storage.insert(p.row.label(), values);
+    }
+
+    // ----- 3. descendants -----
+    let mut scorer = score::Scorer::new(&cfg, reg)?;
+    let mut results = Vec::new();
+    let mut k = 0;
+    for p in &rows {
+        for g in &sizes {
+            for &seed in &cfg.seeds {
+                k += 1;
+                eprintln!("[{k}/{total_runs}] {} → {} seed {seed}", p.row.label(), g.name);
+                results.push(descendant(p, g, seed, &cfg, &out, &mut scorer)?);
+            }
+        }
+    }
+
+    // ----- 4. report -----
+    report::write(&out, &cfg, &sizes, &storage, &results)?;
+    Ok(())
+}
+
+/// Resolves a row's strategy and options and dry-runs every size.
+fn prepare<'a>(r: &Row, anc: &Graph, sizes: &[Graph], reg: &'a Registry) -> Result<Prepared<'a>> {
+    let strategy = reg.strategy(&r.strategy)?;
+    let info = strategy.info();
+    let anc_opts = Options::parse(&info, &r.ancestry_opts).context("ancestry_opts")?;
+    let opts = Options::parse(&info, &r.opts).context("opts")?;
+    if r.strategy == "scratch" {
+        return Ok(Prepared { row: r.clone(), strategy: Some(strategy), opts: Some(opts), learngene: None });
+    }
+    let given = match &r.learngene {
+        Some(path) => {
+            let lg = load_learngene(path)?;
+            if lg.strategy != r.strategy {
+                bail!("learngene {} was made by `{}`, not by `{}`", path.display(), lg.strategy, r.strategy);
+            }
+            Some(lg)
+        }
+        None => None,
+    };
+    // Dry run: the learngene of an untrained ancestry has the real one's shapes.
+    let dry = match &given {
+        Some(lg) => lg.clone(),
+        None => {
+            let dit = Dit::new(anc);
+            let spec = strategy.ancestry(anc, &st::weights_of(&dit), &anc_opts).context("ancestry")?;
+            spec.validate(&dit.weight_shapes()).context("the strategy's ancestry parameterization")?;
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+            let store = ParamStore::init(run::cpu(), spec.clone(), &mut rng)?;
+            strategy.extract(anc, &spec, &st::leaves_as_tensors(&store)?, &anc_opts).context("extract")?
+        }
+    };
+    for g in sizes {
+        let dit = Dit::new(g);
+        let d = strategy
+            .descendant(&dry, g, &st::weights_of(&dit), &opts)
+            .with_context(|| format!("cannot build size `{}`", g.name))?;
+        d.spec.validate(&dit.weight_shapes()).with_context(|| format!("size `{}`", g.name))?;
+    }
+    Ok(Prepared { row: r.clone(), strategy: Some(strategy), opts: Some(opts), learngene: given })
+}
+
+fn phase_config(p: &config::Phase, data: &str, seed: u64, steps: usize) -> TrainConfig {
+    TrainConfig {
+        data: data.to_string(),
+        steps: steps.max(1),
+        batch: p.batch,
+        lr: p.lr,
+        subset: p.subset,
+        ema_decay: p.ema_decay,
+        seed,
+        ckpt_every: steps.max(1),
+        ..TrainConfig::default()
+    }
+}
+
+/// Pre-trains (or finds in the cache) the ancestry of a row; returns its learngene.
+fn ancestry(
+    s: &dyn Strategy,
+    r: &Row,
+    cfg: &BenchConfig,
+    g: &Graph,
+    cache: &Path,
+    reg: &Registry,
+) -> Result<Learngene> {
+    let info = s.info();
+    let opts = Options::parse(&info, &r.ancestry_opts)?;
+    let a = &cfg.ancestry;
+    let tcfg = TrainConfig {
+        warmup: a.warmup,
+        ckpt_every: (a.steps / 4).max(1),
+        ..phase_config(
+            &config::Phase { steps: None, batch: a.batch, lr: a.lr, subset: None, ema_decay: a.ema_decay },
+            &cfg.data,
+            a.seed,
+            a.steps,
+        )
+    };
+    let key = format!(
+        "strategy: {} {}\noptions: {}\ndata: {}\ntrain: {}\ngraph: {}\n",
+        info.name,
+        info.version,
+        opts.to_ron(),
+        cfg.data,
+        ron::to_string(&tcfg)?,
+        graph::load::to_ron(g)
+    );
+    let dir = cache.join(format!("{}-{:08x}", info.name, crc32fast::hash(key.as_bytes())));
+    let lg_path = dir.join("learngene.safetensors");
+    let key_path = dir.join("key.txt");
+    if key_path.exists() {
+        let old = std::fs::read_to_string(&key_path).with_context(|| format!("reading {}", key_path.display()))?;
+        if old != key {
+            bail!("{}: cache collision (another key); delete the folder", dir.display());
+        }
+        if lg_path.exists() {
+            eprintln!("ancestry of `{}`: cached in {}", info.name, dir.display());
+            return load_learngene(&lg_path);
+        }
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    fine_core::util::fsx::write_atomic(&key_path, key.as_bytes())?;
+    let rd = RunDir(dir.clone());
+    let mut t = if run::has_run(&dir) {
+        Trainer::from_checkpoint(run::cpu(), Checkpoint::load(&rd.checkpoint())?)?
+    } else {
+        let dit = Dit::new(g);
+        let spec = s.ancestry(g, &st::weights_of(&dit), &opts)?;
+        let mut t = Trainer::new(run::cpu(), g, tcfg, Some(spec))?;
+        t.extra = BTreeMap::from([
+            ("strategy".to_string(), info.name.clone()),
+            ("strategy_version".to_string(), info.version.clone()),
+            ("strategy_opts".to_string(), opts.to_ron()),
+        ]);
+        run::write_run_ron(&rd, &t)?;
+        t
+    };
+    eprintln!("ancestry of `{}`: {} steps of {} → {}", info.name, a.steps, g.name, dir.display());
+    run::train_loop(&mut t, &rd, a.steps, &format!("{} ancestry", info.name))?;
+    let lg = crate::learngene::extract(&t.checkpoint(), &dir, false, reg)?;
+    save_learngene(&lg_path, &lg)?;
+    Ok(lg)
+}
+
+/// One descendant: build, initialize, train, score.
+fn descendant(
+    p: &Prepared,
+    g: &Graph,
+    seed: u64,
+    cfg: &BenchConfig,
+    out: &Path,
+    scorer: &mut score::Scorer,
+) -> Result<RunResult> {
+    let label = p.row.label();
+    let data = p.row.data.clone().unwrap_or_else(|| cfg.data.clone());
+    let dir = out.join("runs").join(format!("{}-{}-s{seed}", sanitize(&label), g.name));
+    let result_path = dir.join("result.json");
+    if let Ok(text) = std::fs::read_to_string(&result_path) {
+        if let Ok(r) = serde_json::from_str::<RunResult>(&text) {
+            eprintln!("  done before: {}", result_path.display());
+            return Ok(r);
+        }
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing the unfinished run {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dit = Dit::new(g);
+    let steps = cfg.train.steps.unwrap_or(1);
+    let tcfg = phase_config(&cfg.train, &data, seed, steps);
+    let t0 = Instant::now();
+    let (mut t, init_steps, init_trainable) = match (&p.learngene, p.strategy) {
+        (Some(lg), Some(s)) => {
+            let opts = p.opts.as_ref().ok_or_else(|| anyhow!("row without options"))?;
+            let d = s.descendant(lg, g, &st::weights_of(&dit), opts)?;
+            let init_steps = cfg.init.steps.unwrap_or(d.init_steps);
+            let mut store = st::descendant_store(run::cpu(), &dit, &d, seed)?;
+            let trainable = store.num_trainable();
+            if init_steps > 0 {
+                let icfg = phase_config(&cfg.init, &data, seed, init_steps);
+                let mut it = Trainer::with_store(dit.clone(), icfg, store, BTreeMap::new())?;
+                let rd = RunDir(dir.join("init"));
+                std::fs::create_dir_all(&rd.0)?;
+                run::train_loop(&mut it, &rd, init_steps, &format!("{label} init"))?;
+                store = it.store;
+            }
+            let plain: ParamStore<CpuDevice> = st::materialize(&dit, &store)?;
+            (Trainer::with_store(dit.clone(), tcfg, plain, BTreeMap::new())?, init_steps, trainable)
+        }
+        _ => (Trainer::new(run::cpu(), g, tcfg, None)?, 0, 0),
+    };
+    let init_seconds = t0.elapsed().as_secs_f64();
+    let rd = RunDir(dir.join("train"));
+    std::fs::create_dir_all(&rd.0)?;
+    let mut curve = Vec::new();
+    let every = cfg.eval.every;
+    if every > 0 {
+        curve.push((0, scorer.score(&t, &data)?));
+    }
+    let mut train_seconds = 0.0;
+    while t.step < steps {
+        let next = if every > 0 { (t.step + every).min(steps) } else { steps };
+        let ts = Instant::now();
+        run::train_loop(&mut t, &rd, next, &format!("{label} {}", g.name))?;
+        train_seconds += ts.elapsed().as_secs_f64();
+        if every > 0 || t.step == steps {
+            curve.push((t.step, scorer.score(&t, &data)?));
+        }
+    }
+    let last = curve.last().map(|c| c.1).unwrap_or(f64::NAN);
+    eprintln!("  {}: {last:.5} after {steps} steps", cfg.eval.metric.title());
+    let r = RunResult {
+        row: label,
+        size: g.name.clone(),
+        seed,
+        init_steps,
+        init_trainable,
+        init_seconds,
+        train_seconds,
+        curve,
+        last,
+    };
+    fine_core::util::fsx::write_atomic(&result_path, serde_json::to_string_pretty(&r)?.as_bytes())?;
+    Ok(r)
+}
+
+/// A label usable in a file name.
+fn sanitize(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}

@@ -1,0 +1,311 @@
+//! # `svd-independent` — FINE's "w/o Factorize" ablation (arXiv 2409.19289, Table 4)
+//!
+//! FINE trains shared factors U_t, V_t jointly from the start; this ablation
+//! instead trains the ancestry normally and factorizes it afterwards, layer by
+//! layer, with no sharing. Everything else mirrors the `fine` strategy, so the
+//! two differ only in where U and V come from.
+//!
+//! **Ancestry.** A plain DiT trained normally (DiT's initialization).
+//!
+//! **Learngene.** For every ancestry block l and each of the five weight types
+//! t ∈ {qkv, proj, fc1, fc2, ada} (`attn.qkv`, `attn.proj`, `mlp.fc1`,
+//! `mlp.fc2`, `adaLN_modulation.1` weights, FINE's set), the SVD
+//! `W_{t,l} = U_{t,l}·diag(σ_{t,l})·V_{t,l}ᵀ` (f64, singular values in
+//! decreasing order), truncated to the top r_t (option `rank_{t}`, 0 = full
+//! rank min(m1, m2), at which the weights are reconstructed exactly up to
+//! rounding): `svd.{t}.{l}.U` (m1 × r), `svd.{t}.{l}.V` (m2 × r), and the
+//! ancestry's singular values as a table `svd.{t}.S` (L × r). Plus, as in
+//! FINE, the depth-independent weights: patch, timestep and label embeddings
+//! and the final layer. Block biases are not inherited (as in FINE, where they
+//! are per-layer and not part of the learngene). The ranks are read when the
+//! ancestry is made (`fine pretrain`; a rank above min(m1, m2) is refused before
+//! training) and at extraction.
+//!
+//! **Descendant.** Depth L_d, same width. The paper does not say which
+//! ancestry layer a descendant layer takes (FINE needs no choice: its U, V are
+//! shared); we take the nearest by relative depth, layer i ← ancestry layer
+//! a(i) = round(i·(L−1)/(L_d−1)) (halves round up; a(0) = 0 when L_d = 1), so
+//! L_d = L maps every layer to itself. Its weights are
+//! `Factor(U_{t,a(i)}, σ_{t,i}, V_{t,a(i)})` with U, V frozen (two layers with
+//! the same a(i) read the same frozen leaves) and σ_{t,i} (row i of the
+//! trainable table `svd.{t}.S`, L_d × r) initialized to the ancestry's
+//! singular values of layer a(i). As in FINE's phase 2 the embeddings and
+//! final layer are inherited and frozen, the block biases start at DiT's zero
+//! and train with σ, for `sigma_steps` steps (default 300, FINE's); the host
+//! then materializes the plain DiT, which trains normally (`fine train --from`).
+//!
+//! **Storage model** (`fine learngene info`): the learngene is every per-layer
+//! U, V (no sharing, which is what makes it large) with the ancestry's σ
+//! tables and the shared weights; a descendant stores σ rows and biases per layer.
+
+use anyhow::{anyhow, bail, Context, Result};
+use fine_plugin_api::info::OptionType;
+use fine_plugin_api::tensors::{Tensor, Tensors};
+use fine_plugin_api::{
+    Descendant, Expr, Graph, Init, LeafSpec, Learngene, OptionSpec, Options, Parameterization, PluginInfo, PluginKind,
+    Strategy, WeightSpec,
+};
+use nalgebra::DMatrix;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The five factorized weight types: (type name, weight suffix inside `blocks.{l}.`), as in FINE.
+pub const TYPES: [(&str, &str); 5] = [
+    ("qkv", "attn.qkv.weight"),
+    ("proj", "attn.proj.weight"),
+    ("fc1", "mlp.fc1.weight"),
+    ("fc2", "mlp.fc2.weight"),
+    ("ada", "adaLN_modulation.1.weight"),
+];
+
+/// The `svd-independent` strategy.
+#[derive(Debug, Clone, Default)]
+pub struct SvdIndependent;
+
+fine_plugin_api::builtin_plugin!(Strategy, SvdIndependent::default);
+
+const NAME: &str = "svd-independent";
+
+/// `blocks.{l}.{param}` → (l, param).
+fn block_of(name: &str) -> Option<(usize, &str)> {
+    let (i, rest) = name.strip_prefix("blocks.")?.split_once('.')?;
+    Some((i.parse().ok()?, rest))
+}
+
+/// The factor `what` (`U` or `V`) of type `t` at ancestry layer `l`.
+fn factor_leaf(t: &str, l: usize, what: &str) -> String {
+    format!("svd.{t}.{l}.{what}")
+}
+
+/// The σ table of type `t`.
+fn sigma_leaf(t: &str) -> String {
+    format!("svd.{t}.S")
+}
+
+/// The factorized type of a block parameter, if it is one.
+fn type_of(param: &str) -> Option<&'static str> {
+    TYPES.iter().find(|(_, s)| *s == param).map(|(t, _)| *t)
+}
+
+/// (m1, m2) of type `t` in the weight list (from block 0).
+fn type_shape(weights: &[WeightSpec], suffix: &str) -> Result<(usize, usize)> {
+    let w = weights
+        .iter()
+        .find(|w| w.name == format!("blocks.0.{suffix}"))
+        .ok_or_else(|| anyhow!("the graph has no `blocks.0.{suffix}`"))?;
+    match w.shape[..] {
+        [m1, m2] => Ok((m1, m2)),
+        _ => bail!("`{}` is not a matrix: {:?}", w.name, w.shape),
+    }
+}
+
+/// Rank of type `t` from option `rank_{t}` (0 = full), checked against (m1, m2).
+fn rank_of(opts: &Options, t: &str, m1: usize, m2: usize) -> Result<usize> {
+    let r = opts.int(&format!("rank_{t}"))?;
+    let full = m1.min(m2);
+    if r > full {
+        bail!("rank_{t} = {r} exceeds min(m1, m2) = {full} for the {t} weights ({m1}×{m2})");
+    }
+    Ok(if r == 0 { full } else { r })
+}
+
+/// The truncated SVD of the row-major (m1 × m2) matrix `w`: U (m1 × r), σ (r, decreasing), V (m2 × r), row-major.
+pub fn truncated_svd(w: &[f32], m1: usize, m2: usize, r: usize) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+    if w.len() != m1 * m2 || r > m1.min(m2) {
+        bail!("truncated_svd: {} values for {m1}×{m2}, rank {r}", w.len());
+    }
+    let a = DMatrix::<f64>::from_iterator(m2, m1, w.iter().map(|&x| x as f64)).transpose(); // row-major → (m1, m2)
+    let svd = a.svd(true, true);
+    let (u, vt) = (svd.u.ok_or_else(|| anyhow!("SVD gave no U"))?, svd.v_t.ok_or_else(|| anyhow!("SVD gave no Vᵀ"))?);
+    let s = &svd.singular_values;
+    let mut order: Vec<usize> = (0..s.len()).collect();
+    order.sort_by(|&i, &j| s[j].total_cmp(&s[i]));
+    order.truncate(r);
+    let (u, vt, order) = (&u, &vt, &order);
+    let uo: Vec<f32> = (0..m1).flat_map(|i| order.iter().map(move |&k| u[(i, k)] as f32)).collect();
+    let vo: Vec<f32> = (0..m2).flat_map(|j| order.iter().map(move |&k| vt[(k, j)] as f32)).collect();
+    let so: Vec<f32> = order.iter().map(|&k| s[k] as f32).collect();
+    Ok((uo, so, vo))
+}
+
+/// The ancestry layer (of `ancestry`) that descendant layer `i` (of `depth`) takes:
+/// round(i·(ancestry−1)/(depth−1)), halves up; 0 when `depth` is 1.
+pub fn source_layer(i: usize, depth: usize, ancestry: usize) -> usize {
+    if depth <= 1 {
+        return 0;
+    }
+    (2 * i * (ancestry - 1) + (depth - 1)) / (2 * (depth - 1))
+}
+
+fn meta_num(lg: &Learngene, key: &str) -> Result<usize> {
+    let v = lg.meta.get(key).ok_or_else(|| anyhow!("the learngene's metadata lacks `{key}`"))?;
+    v.parse().with_context(|| format!("learngene metadata `{key}` = `{v}`"))
+}
+
+impl Strategy for SvdIndependent {
+    fn info(&self) -> PluginInfo {
+        let rank = |t: &str| {
+            OptionSpec::new(
+                &format!("rank_{t}"),
+                OptionType::Int,
+                "0",
+                &format!("rank kept of each layer's {t} SVD (0 = min(m1, m2), exact); set at pretrain"),
+            )
+        };
+        let mut options: Vec<OptionSpec> = TYPES.iter().map(|(t, _)| rank(t)).collect();
+        options.push(OptionSpec::new(
+            "sigma_steps",
+            OptionType::Int,
+            "300",
+            "steps of σ-and-bias training of a descendant (0: keep the ancestry's singular values)",
+        ));
+        PluginInfo {
+            name: NAME.into(),
+            kind: PluginKind::Strategy,
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "FINE w/o Factorize: per-layer SVDs of a plain ancestry; descendants train σ only".into(),
+            options,
+        }
+    }
+
+    fn ancestry(&self, _graph: &Graph, weights: &[WeightSpec], opts: &Options) -> Result<Parameterization> {
+        for (t, suffix) in TYPES {
+            let (m1, m2) = type_shape(weights, suffix)?;
+            rank_of(opts, t, m1, m2)?;
+        }
+        let w: Vec<_> = weights.iter().map(|w| (w.name.clone(), w.shape.clone(), w.init.clone())).collect();
+        Ok(Parameterization::plain(&w))
+    }
+
+    fn extract(&self, graph: &Graph, spec: &Parameterization, leaves: &Tensors, opts: &Options) -> Result<Learngene> {
+        let mut tensors = Tensors::new();
+        let mut meta = BTreeMap::from([
+            ("hidden".to_string(), graph.hidden.to_string()),
+            ("ancestry_depth".to_string(), graph.depth.to_string()),
+        ]);
+        let mut per_layer = 0;
+        for (t, suffix) in TYPES {
+            let first = format!("blocks.0.{suffix}");
+            let w0 =
+                leaves.get(&first).ok_or_else(|| anyhow!("this run is not a plain ancestry: no leaf `{first}`"))?;
+            let (m1, m2) = match w0.shape[..] {
+                [m1, m2] => (m1, m2),
+                _ => bail!("`{first}` is not a matrix: {:?}", w0.shape),
+            };
+            let r = rank_of(opts, t, m1, m2)?;
+            let mut sigma = Vec::with_capacity(graph.depth * r);
+            for l in 0..graph.depth {
+                let name = format!("blocks.{l}.{suffix}");
+                let w =
+                    leaves.get(&name).ok_or_else(|| anyhow!("this run is not a plain ancestry: no leaf `{name}`"))?;
+                let (u, s, v) = truncated_svd(&w.data, m1, m2, r).with_context(|| format!("SVD of `{name}`"))?;
+                tensors.insert(factor_leaf(t, l, "U"), Tensor::new(vec![m1, r], u)?);
+                tensors.insert(factor_leaf(t, l, "V"), Tensor::new(vec![m2, r], v)?);
+                sigma.extend(s);
+            }
+            tensors.insert(sigma_leaf(t), Tensor::new(vec![graph.depth, r], sigma)?);
+            meta.insert(format!("rank_{t}"), r.to_string());
+            per_layer += r;
+        }
+        for (name, t) in leaves.iter().filter(|(n, _)| block_of(n).is_none()) {
+            tensors.insert(name.clone(), t.clone());
+        }
+        let bias_per_layer: usize = spec
+            .leaves
+            .iter()
+            .filter(|l| matches!(block_of(&l.name), Some((0, p)) if p.ends_with(".bias")))
+            .map(|l| l.shape.iter().product::<usize>())
+            .sum();
+        let values: usize = tensors.values().map(|t| t.data.len()).sum();
+        meta.insert("storage.learngene".into(), values.to_string());
+        meta.insert("storage.per_layer".into(), (per_layer + bias_per_layer).to_string());
+        Ok(Learngene { strategy: NAME.into(), strategy_version: env!("CARGO_PKG_VERSION").into(), meta, tensors })
+    }
+
+    fn descendant(&self, lg: &Learngene, target: &Graph, weights: &[WeightSpec], opts: &Options) -> Result<Descendant> {
+        if lg.strategy != NAME {
+            bail!("this learngene was made by `{}`, not by `{NAME}`", lg.strategy);
+        }
+        let (hidden, anc_depth) = (meta_num(lg, "hidden")?, meta_num(lg, "ancestry_depth")?);
+        if hidden != target.hidden {
+            bail!(
+                "the learngene has width {hidden}, but the target graph `{}` has width {}: \
+                 svd-independent descendants must have the ancestry's width",
+                target.name,
+                target.hidden
+            );
+        }
+        let depth = target.depth;
+        let src: Vec<usize> = (0..depth).map(|i| source_layer(i, depth, anc_depth)).collect();
+        let get = |name: &str| lg.tensors.get(name).ok_or_else(|| anyhow!("the learngene lacks `{name}`"));
+        let (mut leaves, mut bindings, mut values) = (Vec::new(), BTreeMap::new(), Tensors::new());
+        let frozen =
+            |name: String, t: &Tensor| LeafSpec { name, shape: t.shape.clone(), init: Init::Zeros, trainable: false };
+        for (t, suffix) in TYPES {
+            let (m1, m2) = type_shape(weights, suffix)?;
+            let table = get(&sigma_leaf(t))?;
+            let r = match table.shape[..] {
+                [l, r] if l == anc_depth => r,
+                _ => bail!("the learngene's `{}` has shape {:?}, not ({anc_depth}, r)", sigma_leaf(t), table.shape),
+            };
+            for a in src.iter().copied().collect::<BTreeSet<usize>>() {
+                for (what, m) in [("U", m1), ("V", m2)] {
+                    let name = factor_leaf(t, a, what);
+                    let f = get(&name)?;
+                    if f.shape != [m, r] {
+                        bail!(
+                            "the learngene's `{name}` has shape {:?}, but the {t} weights of the target graph `{}` \
+                             ({m1}×{m2}) need ({m}, {r})",
+                            f.shape,
+                            target.name
+                        );
+                    }
+                    leaves.push(frozen(name.clone(), f));
+                    values.insert(name, f.clone());
+                }
+            }
+            let sigma: Vec<f32> = src.iter().flat_map(|&a| table.data[a * r..(a + 1) * r].iter().copied()).collect();
+            let name = sigma_leaf(t);
+            leaves.push(LeafSpec { name: name.clone(), shape: vec![depth, r], init: Init::Zeros, trainable: true });
+            values.insert(name.clone(), Tensor::new(vec![depth, r], sigma)?);
+            for (i, &a) in src.iter().enumerate() {
+                let factor = Expr::Factor {
+                    u: Box::new(Expr::leaf(factor_leaf(t, a, "U"))),
+                    s: Box::new(Expr::Row { leaf: name.clone(), index: i }),
+                    v: Box::new(Expr::leaf(factor_leaf(t, a, "V"))),
+                };
+                bindings.insert(format!("blocks.{i}.{suffix}"), factor);
+            }
+        }
+        for w in weights {
+            match block_of(&w.name) {
+                Some((_, param)) if type_of(param).is_some() => {}
+                Some(_) => {
+                    // Block biases (and any other block parameter): fresh, DiT's init, trained with σ.
+                    let (name, shape, init) = (w.name.clone(), w.shape.clone(), w.init.clone());
+                    leaves.push(LeafSpec { name, shape, init, trainable: true });
+                    bindings.insert(w.name.clone(), Expr::leaf(&w.name));
+                }
+                None => {
+                    let t = get(&w.name)?;
+                    if t.shape != w.shape {
+                        bail!(
+                            "the learngene's `{}` has shape {:?}, but the target graph `{}` needs {:?}",
+                            w.name,
+                            t.shape,
+                            target.name,
+                            w.shape
+                        );
+                    }
+                    let (name, shape, init) = (w.name.clone(), w.shape.clone(), w.init.clone());
+                    leaves.push(LeafSpec { name, shape, init, trainable: false });
+                    bindings.insert(w.name.clone(), Expr::leaf(&w.name));
+                    values.insert(w.name.clone(), t.clone());
+                }
+            }
+        }
+        Ok(Descendant { spec: Parameterization { leaves, bindings }, values, init_steps: opts.int("sigma_steps")? })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,136 @@
+//! `fine bench learngene`: the quick config end to end (machinery, not
+//! science), caching, and configs refused before any training.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fine(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fine")).args(args).current_dir(root()).output().expect("running fine")
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn ok(args: &[&str]) -> (String, String) {
+    let o = fine(args);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "fine {args:?} failed:\n{err}");
+    (String::from_utf8_lossy(&o.stdout).to_string(), err)
+}
+
+fn fails(args: &[&str]) -> String {
+    let o = fine(args);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(1), "fine {args:?} should fail cleanly; stderr:\n{err}");
+    assert!(!err.contains("panicked"), "fine {args:?} panicked:\n{err}");
+    err
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn quick_config_runs_every_strategy_and_reuses_finished_work() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("bench");
+    let (table, _) = ok(&["bench", "learngene", "--config", "benches/learngene-quick.ron", "--out", s(&out)]);
+    // Every row of the config has a line in the table, every cell a number.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let rows: Vec<String> = json["config"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["strategy"].as_str().unwrap().to_string())
+        .collect();
+    let (sizes, seeds) =
+        (json["config"]["sizes"].as_array().unwrap().len(), json["config"]["seeds"].as_array().unwrap().len());
+    assert!(rows.len() >= 2 && rows.contains(&"fine".to_string()) && rows.contains(&"scratch".to_string()));
+    assert_eq!(json["runs"].as_array().unwrap().len(), rows.len() * sizes * seeds);
+    for r in json["runs"].as_array().unwrap() {
+        let last = r["last"].as_f64().unwrap();
+        assert!(last.is_finite() && last > 0.0, "{r}");
+        assert!(r["curve"].as_array().unwrap().len() >= 2, "{r}");
+    }
+    for row in &rows {
+        let line = table.lines().find(|l| l.starts_with(&format!("| {row} |"))).unwrap_or_else(|| panic!("{table}"));
+        assert!(line.contains(" ± ") && !line.contains('—'), "{line}");
+    }
+    // FINE trains σ (and biases) only during its initialization phase; scratch has none.
+    let fine_run = json["runs"].as_array().unwrap().iter().find(|r| r["row"] == "fine").unwrap();
+    assert!(fine_run["init_trainable"].as_u64().unwrap() > 0 && fine_run["init_steps"].as_u64().unwrap() > 0);
+    for f in ["table.md", "curve-fmnist-tiny-d1.png", "curve-fmnist-tiny-d3.svg"] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let png = image::open(out.join("curve-fmnist-tiny-d3.png")).unwrap();
+    assert!(png.width() > 100);
+    // A second invocation finds the ancestries and the finished runs.
+    let (table2, err2) = ok(&["bench", "learngene", "--config", "benches/learngene-quick.ron", "--out", s(&out)]);
+    assert!(err2.contains("cached") && err2.contains("done before"), "{err2}");
+    assert_eq!(table, table2);
+}
+
+fn config_with(d: &Path, rows: &str) -> PathBuf {
+    let text = format!(
+        r#"(
+    name: "bad",
+    data: "bundled",
+    ancestry: (graph: "graphs/fmnist-tiny.ron", steps: 2, batch: 2, lr: 1e-3),
+    rows: [{rows}],
+    sizes: ["graphs/fmnist-tiny-d1.ron", "graphs/fmnist-tiny-d3.ron"],
+    init: (batch: 2, lr: 1e-2),
+    train: (steps: Some(1), batch: 2, lr: 1e-3),
+    seeds: [0],
+    eval: (metric: Heldout, n: 8),
+)"#
+    );
+    let p = d.join("bad.ron");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn bad_configs_are_refused_before_any_training() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    let run =
+        |rows: &str| fails(&["bench", "learngene", "--config", s(&config_with(d.path(), rows)), "--out", s(&out)]);
+    let e = run(r#"(strategy: "fine"), (strategy: "no-such-strategy")"#);
+    assert!(e.contains("no-such-strategy") && e.contains("bad.ron"), "{e}");
+    let e = run(r#"(strategy: "fine", opts: "sigma_init=cubic")"#);
+    assert!(e.contains("sigma_init"), "{e}");
+    let e = run(r#"(strategy: "fine", ancestry_opts: "rank_qkv=1000")"#);
+    assert!(e.contains("rank_qkv"), "{e}");
+    // Sizes a strategy cannot build: heur's k exceeds a depth; an sws stage mapping longer than the depth.
+    let e = run(r#"(strategy: "heur", ancestry_opts: "k=2")"#);
+    assert!(e.contains("heur") && e.contains("fmnist-tiny-d1"), "{e}");
+    let e = run(r#"(strategy: "sws", opts: "layers_source=0:0:0:0")"#);
+    assert!(e.contains("sws") && e.contains("fmnist-tiny-d1") && e.contains("layers_source"), "{e}");
+    // A learngene made by another strategy.
+    let lg = d.path().join("lg.safetensors");
+    let anc = d.path().join("anc");
+    ok(&[
+        "pretrain",
+        "--strategy",
+        "scratch",
+        "--graph",
+        "graphs/fmnist-tiny.ron",
+        "--out",
+        s(&anc),
+        "--steps",
+        "1",
+        "--batch",
+        "2",
+    ]);
+    ok(&["learngene", "extract", "--run", s(&anc), "--out", s(&lg)]);
+    let e = run(&format!(r#"(strategy: "fine", learngene: Some("{}"))"#, s(&lg)));
+    assert!(e.contains("made by `scratch`"), "{e}");
+    // Malformed RON names the file and position.
+    std::fs::write(d.path().join("bad.ron"), "(name: \"x\", data: 3)").unwrap();
+    let e = fails(&["bench", "learngene", "--config", s(&d.path().join("bad.ron")), "--out", s(&out)]);
+    assert!(e.contains("bad.ron:1:"), "{e}");
+    // Nothing was trained.
+    assert!(!out.join("runs").exists() && !out.join("cache").exists());
+}
