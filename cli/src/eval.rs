@@ -164,7 +164,12 @@ pub fn run(a: EvalArgs, reg: &Registry) -> Result<()> {
                 no_clip: a.no_clip,
             };
             let t = Instant::now();
-            eprintln!("sampling {n} images ({}, {} steps, cfg {}) ...", a.sampler, a.steps.unwrap_or(ck.train.diffusion_steps), a.cfg);
+            eprintln!(
+                "sampling {n} images ({}, {} steps, cfg {}) ...",
+                a.sampler,
+                a.steps.unwrap_or(ck.train.diffusion_steps),
+                a.cfg
+            );
             let (x, _) = sample_images(&ck, &sa, reg)?;
             eprintln!("sampled {n} images in {:.1} s", t.elapsed().as_secs_f64());
             let name = format!("{} samples", run.display());
@@ -189,7 +194,10 @@ pub fn run(a: EvalArgs, reg: &Registry) -> Result<()> {
             s.insert("cfg".into(), (a.cfg as f64).into());
             s.insert("seed".into(), a.seed.into());
             s.insert("clip_denoised".into(), (!a.no_clip).into());
-            s.insert("classes".into(), format!("cycled: image i has class i mod {}", ck.graph.conditioning.num_classes).into());
+            s.insert(
+                "classes".into(),
+                format!("cycled: image i has class i mod {}", ck.graph.conditioning.num_classes).into(),
+            );
             (reference, scores, name)
         }
         (None, 2) => {

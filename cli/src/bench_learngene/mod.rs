@@ -114,7 +114,7 @@ pub fn run(a: BenchLearngeneArgs, reg: &Registry) -> Result<()> {
             .with_context(|| format!("{}: row `{}`", a.config.display(), r.label()))?;
         rows.push(p);
     }
-    score::check(&cfg, &sizes).with_context(|| format!("{}: eval", a.config.display()))?;
+    score::check(&cfg, &sizes, reg).with_context(|| format!("{}: eval", a.config.display()))?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let total_runs = rows.len() * sizes.len() * cfg.seeds.len();
     eprintln!(
@@ -139,7 +139,7 @@ pub fn run(a: BenchLearngeneArgs, reg: &Registry) -> Result<()> {
     }
 
     // ----- 3. descendants -----
-    let mut scorer = score::Scorer::new(&cfg, reg)?;
+    let mut scorer = score::Scorer::new(&cfg, reg);
     let mut results = Vec::new();
     let mut k = 0;
     for p in &rows {

@@ -25,7 +25,8 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// Format tag of a cached classifier file.
+/// Format tag of a cached classifier file; bump it when the network or its
+/// training changes, so that older cached classifiers are retrained.
 pub const FORMAT: &str = "fine-classifier/1";
 /// Hidden widths; the last one is the feature dimension.
 pub const HIDDEN: [usize; 2] = [512, 256];
@@ -73,12 +74,11 @@ impl Mlp {
         Mlp { w, b }
     }
 
-    /// Pre-activations of every layer for inputs `x` (in, B); ReLU between layers.
-    fn forward_all(&self, x: &DMatrix<f32>) -> Vec<DMatrix<f32>> {
-        let mut z: Vec<DMatrix<f32>> = Vec::with_capacity(self.w.len());
-        for l in 0..self.w.len() {
-            let h = if l == 0 { x.clone() } else { relu(&z[l - 1]) };
-            let mut zl = &self.w[l] * &h; // (out, B)
+    /// Pre-activations of layers `0..upto` for inputs `x` (in, B); ReLU between layers.
+    fn forward(&self, x: &DMatrix<f32>, upto: usize) -> Vec<DMatrix<f32>> {
+        let mut z: Vec<DMatrix<f32>> = Vec::with_capacity(upto);
+        for l in 0..upto {
+            let mut zl = if l == 0 { &self.w[0] * x } else { &self.w[l] * relu(&z[l - 1]) }; // (out, B)
             for mut col in zl.column_iter_mut() {
                 col += &self.b[l];
             }
@@ -89,34 +89,17 @@ impl Mlp {
 
     /// Post-ReLU activations of the last hidden layer, (hidden, B).
     pub fn penultimate(&self, x: &DMatrix<f32>) -> DMatrix<f32> {
-        let z = self.forward_all_until(x, self.w.len() - 1);
-        relu(&z)
-    }
-
-    /// Pre-activation of layer `upto − 1` (runs layers `0..upto`).
-    fn forward_all_until(&self, x: &DMatrix<f32>, upto: usize) -> DMatrix<f32> {
-        let mut h = x.clone();
-        for l in 0..upto {
-            if l > 0 {
-                h = relu(&h);
-            }
-            let mut z = &self.w[l] * &h;
-            for mut col in z.column_iter_mut() {
-                col += &self.b[l];
-            }
-            h = z;
-        }
-        h
+        relu(self.forward(x, self.w.len() - 1).last().unwrap())
     }
 
     /// Logits, (classes, B).
     pub fn logits(&self, x: &DMatrix<f32>) -> DMatrix<f32> {
-        self.forward_all_until(x, self.w.len())
+        self.forward(x, self.w.len()).pop().unwrap()
     }
 
     /// Mean softmax cross-entropy of `x` (in, B) against `labels`, and its gradients.
     pub fn loss_and_grads(&self, x: &DMatrix<f32>, labels: &[usize]) -> (f32, Grads) {
-        let z = self.forward_all(x);
+        let z = self.forward(x, self.w.len());
         let bsz = labels.len();
         let last = z.len() - 1;
         // ----- loss and ∂/∂logits = (softmax − onehot) / B -----
@@ -155,7 +138,7 @@ fn relu(z: &DMatrix<f32>) -> DMatrix<f32> {
     z.map(|v| v.max(0.0))
 }
 
-/// Images `idx` of `ds` as an (in, B) matrix scaled to `[-1, 1]`.
+/// The u8 images `idx` (each `image_len` bytes) as an (in, B) matrix scaled to `[-1, 1]`.
 fn batch_matrix(images: &[u8], image_len: usize, idx: impl ExactSizeIterator<Item = usize>) -> DMatrix<f32> {
     let cols = idx.len();
     let mut v = Vec::with_capacity(cols * image_len);
@@ -341,7 +324,7 @@ impl Classifier {
 
     /// The cached classifier of `dataset` for `seed`, training (and caching)
     /// it first if there is none. A corrupt cache file is reported through
-    /// `warn` and replaced. `log` receives progress lines.
+    /// `warn` and replaced; `progress(step, steps)` follows the training.
     pub fn load_or_train(
         dataset: &str,
         seed: u64,
@@ -354,7 +337,9 @@ impl Classifier {
         if path.exists() {
             match Self::load(&path) {
                 Ok(c) if c.info.dataset == dataset && c.info.seed == seed => return Ok(c),
-                Ok(_) => warn(&format!("{}: cached classifier is for another dataset or seed; retraining", path.display())),
+                Ok(_) => {
+                    warn(&format!("{}: cached classifier is for another dataset or seed; retraining", path.display()))
+                }
                 Err(e) => warn(&format!("{e:#}; retraining")),
             }
         }
@@ -545,16 +530,8 @@ mod tests {
                 (0..4).map(|_| (c + rng.gen_range(-40.0..40.0f32)) as u8).collect::<Vec<_>>()
             })
             .collect();
-        let ds = Dataset {
-            name: "blobs".into(),
-            images,
-            labels,
-            len: n,
-            channels: 1,
-            height: 2,
-            width: 2,
-            num_classes: 2,
-        };
+        let ds =
+            Dataset { name: "blobs".into(), images, labels, len: n, channels: 1, height: 2, width: 2, num_classes: 2 };
         let c = Classifier::train("blobs", &ds, &ds, "train", 7, &|_, _| {}).unwrap();
         assert!(c.info.accuracy > 0.95, "{:?}", c.info);
         let again = Classifier::train("blobs", &ds, &ds, "train", 7, &|_, _| {}).unwrap();

@@ -24,6 +24,11 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+/// Prefix of the Inception extractor id in cached statistics (the weights' CRC-32
+/// follows). Bump it when the port's feature code changes, so that statistics
+/// cached by an older port are not reused.
+pub const INCEPTION_ID: &str = "inception-port1";
+
 // ----- metrics -----
 
 /// A sample-quality metric.
@@ -207,7 +212,7 @@ pub struct Scores {
     pub recall: Option<f64>,
     /// FID (classifier features).
     pub cfid: Option<f64>,
-    /// Inception weights id (`inception-<crc32>`), when used.
+    /// Inception extractor id (`inception-port1-<crc32 of the weights>`), when used.
     pub inception: Option<String>,
     /// The classifier, when used.
     pub classifier: Option<ClassifierReport>,
@@ -243,9 +248,10 @@ impl Evaluator {
         if cfg.metrics.is_empty() {
             bail!("no metric given: expected some of fid, sfid, pr, cfid");
         }
-        let min = if cfg.metrics.contains(&Metric::Pr) { K + 1 } else { 2 };
+        let (min, what) =
+            if cfg.metrics.contains(&Metric::Pr) { (K + 1, "precision/recall") } else { (2, "a Fréchet distance") };
         if cfg.n < min {
-            bail!("--n {} is too small: {} needs at least {min} images per set", cfg.n, cfg.metrics[0]);
+            bail!("--n {} is too small: {what} needs at least {min} images per set", cfg.n);
         }
         let inception = if cfg.metrics.iter().any(|m| m.needs_inception()) {
             let p = &cfg.inception_path;
@@ -257,19 +263,25 @@ impl Evaluator {
                 );
             }
             let net = Inception::load(p)?;
-            Some((net, stats::file_id("inception", p)?))
+            Some((net, stats::file_id(INCEPTION_ID, p)?))
         } else {
             None
         };
         let classifier = if cfg.metrics.contains(&Metric::Cfid) {
             let ds = &cfg.classifier_dataset;
             let started = std::cell::Cell::new(false);
-            let c = Classifier::load_or_train(ds, cfg.classifier_seed, &cfg.cache_dir, &|m| progress.warn(m), &|_, total| {
-                if !started.replace(true) {
-                    progress.start(&format!("training the classifier on {ds}:train"), total);
-                }
-                progress.advance(1);
-            })?;
+            let c = Classifier::load_or_train(
+                ds,
+                cfg.classifier_seed,
+                &cfg.cache_dir,
+                &|m| progress.warn(m),
+                &|_, total| {
+                    if !started.replace(true) {
+                        progress.start(&format!("training the classifier on {ds}:train"), total);
+                    }
+                    progress.advance(1);
+                },
+            )?;
             if started.get() {
                 progress.finish();
             }
@@ -308,12 +320,13 @@ impl Evaluator {
                 if images.len() != n * c * h * w {
                     bail!("{name}: {} bytes, expected {n}·{c}·{h}·{w}", images.len());
                 }
+                let px = Pixels { name, images, c, h, w };
                 let inception = match &self.inception {
-                    Some((net, _)) => Some(self.inception_stats(net, name, images, c, h, w, progress)?),
+                    Some((net, _)) => Some(inception_stats(net, &px, &self.cfg.metrics, progress)?),
                     None => None,
                 };
                 let classifier = match &self.classifier {
-                    Some((cl, _)) => Some(self.classifier_stats(cl, name, images, c, h, w, progress)?),
+                    Some((cl, _)) => Some(classifier_stats(cl, &px, progress)?),
                     None => None,
                 };
                 Ok(SetStats { name: name.clone(), n, inception, classifier })
@@ -325,6 +338,7 @@ impl Evaluator {
                     bail!("{name} has {} images, fewer than --n {n}", ds.len);
                 }
                 let ds = ds.subset(n);
+                let px = Pixels { name: &name, images: &ds.images, c: ds.channels, h: ds.height, w: ds.width };
                 let key = |extractor: &str| StatsKey {
                     extractor: extractor.to_string(),
                     dataset: spec.clone(),
@@ -335,10 +349,9 @@ impl Evaluator {
                 let inception = match &self.inception {
                     Some((net, id)) => {
                         let path = stats::stats_path(&self.cfg.cache_dir, id, spec, &split.to_string(), n);
+                        // Everything, so that the cache serves every metric.
                         Some(stats::cached(&path, &key(id), &warn, || {
-                            // Everything, so that the cache serves every metric.
-                            let all = Evaluator { cfg: EvalConfig { metrics: Metric::ALL.to_vec(), ..self.cfg.clone() }, inception: None, classifier: None };
-                            all.inception_stats(net, &name, &ds.images, ds.channels, ds.height, ds.width, progress)
+                            inception_stats(net, &px, &Metric::ALL, progress)
                         })?)
                     }
                     None => None,
@@ -347,68 +360,13 @@ impl Evaluator {
                     Some((cl, _)) => {
                         let id = cl.id();
                         let path = stats::stats_path(&self.cfg.cache_dir, &id, spec, &split.to_string(), n);
-                        Some(stats::cached(&path, &key(&id), &warn, || {
-                            self.classifier_stats(cl, &name, &ds.images, ds.channels, ds.height, ds.width, progress)
-                        })?)
+                        Some(stats::cached(&path, &key(&id), &warn, || classifier_stats(cl, &px, progress))?)
                     }
                     None => None,
                 };
                 Ok(SetStats { name, n, inception, classifier })
             }
         }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn inception_stats(
-        &self,
-        net: &Inception,
-        name: &str,
-        images: &[u8],
-        c: usize,
-        h: usize,
-        w: usize,
-        progress: &dyn Progress,
-    ) -> Result<FeatureStats> {
-        if c != 1 {
-            bail!("{name}: the Inception features take grayscale images, these have {c} channels");
-        }
-        let n = images.len() / (h * w);
-        let spatial = self.wants(Metric::Sfid);
-        progress.start(&format!("Inception features of {name}"), n);
-        let f = net.features_u8(images, n, h, w, spatial, &|k| progress.advance(k))?;
-        progress.finish();
-        let mut s = FeatureStats { n, ..Default::default() };
-        if self.wants(Metric::Fid) {
-            s.gaussians.insert("pool".into(), Gaussian::from_features(&f.pool, n, POOL_DIM)?);
-        }
-        if let Some(sp) = f.spatial.filter(|_| spatial) {
-            s.gaussians.insert("spatial".into(), Gaussian::from_features(&sp, n, SPATIAL_DIM)?);
-        }
-        if self.wants(Metric::Pr) {
-            s.features.insert("pool".into(), (POOL_DIM, f.pool));
-        }
-        Ok(s)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn classifier_stats(
-        &self,
-        cl: &Classifier,
-        name: &str,
-        images: &[u8],
-        c: usize,
-        h: usize,
-        w: usize,
-        progress: &dyn Progress,
-    ) -> Result<FeatureStats> {
-        cl.check_shape(c, h, w).map_err(|e| e.context(name.to_string()))?;
-        let n = images.len() / (c * h * w);
-        progress.start(&format!("classifier features of {name}"), n);
-        let f = cl.features_u8(images, n, &|k| progress.advance(k))?;
-        progress.finish();
-        let mut s = FeatureStats { n, ..Default::default() };
-        s.gaussians.insert("classifier".into(), Gaussian::from_features(&f, n, FEATURE_DIM)?);
-        Ok(s)
     }
 
     /// The requested metrics of `other` against `reference`.
@@ -419,7 +377,8 @@ impl Evaluator {
                 .ok_or_else(|| anyhow::anyhow!("{}: statistics lack the {g:?} Gaussian", s.name))
         };
         let fd = |g: &str, cls: bool| -> Result<f64> {
-            let (pa, pb) = if cls { (&reference.classifier, &other.classifier) } else { (&reference.inception, &other.inception) };
+            let (pa, pb) =
+                if cls { (&reference.classifier, &other.classifier) } else { (&reference.inception, &other.inception) };
             frechet_distance(&gauss(reference, pa, g)?, &gauss(other, pb, g)?)
         };
         let mut s = Scores {
@@ -466,8 +425,62 @@ impl Evaluator {
     }
 }
 
+// ----- features → statistics -----
+
+/// u8 images (NCHW) and their name.
+struct Pixels<'a> {
+    name: &'a str,
+    images: &'a [u8],
+    c: usize,
+    h: usize,
+    w: usize,
+}
+
+/// Inception statistics of `px` for `metrics`: Gaussians `pool` (fid) and
+/// `spatial` (sfid), features `pool` (pr).
+fn inception_stats(net: &Inception, px: &Pixels, metrics: &[Metric], progress: &dyn Progress) -> Result<FeatureStats> {
+    let Pixels { name, images, c, h, w } = *px;
+    if c != 1 {
+        bail!("{name}: the Inception features take grayscale images, these have {c} channels");
+    }
+    let n = images.len() / (h * w);
+    let spatial = metrics.contains(&Metric::Sfid);
+    progress.start(&format!("Inception features of {name}"), n);
+    let f = net.features_u8(images, n, h, w, spatial, &|k| progress.advance(k))?;
+    progress.finish();
+    let mut s = FeatureStats { n, ..Default::default() };
+    if metrics.contains(&Metric::Fid) {
+        s.gaussians.insert("pool".into(), Gaussian::from_features(&f.pool, n, POOL_DIM)?);
+    }
+    if let Some(sp) = f.spatial.filter(|_| spatial) {
+        s.gaussians.insert("spatial".into(), Gaussian::from_features(&sp, n, SPATIAL_DIM)?);
+    }
+    if metrics.contains(&Metric::Pr) {
+        s.features.insert("pool".into(), (POOL_DIM, f.pool));
+    }
+    Ok(s)
+}
+
+/// Classifier statistics of `px`: Gaussian `classifier`.
+fn classifier_stats(cl: &Classifier, px: &Pixels, progress: &dyn Progress) -> Result<FeatureStats> {
+    let Pixels { name, images, c, h, w } = *px;
+    cl.check_shape(c, h, w).map_err(|e| e.context(name.to_string()))?;
+    let n = images.len() / (c * h * w);
+    progress.start(&format!("classifier features of {name}"), n);
+    let f = cl.features_u8(images, n, &|k| progress.advance(k))?;
+    progress.finish();
+    let mut s = FeatureStats { n, ..Default::default() };
+    s.gaussians.insert("classifier".into(), Gaussian::from_features(&f, n, FEATURE_DIM)?);
+    Ok(s)
+}
+
 /// Evaluates `other` against `reference` (see the module docs).
-pub fn evaluate(reference: &ImageSource, other: &ImageSource, cfg: EvalConfig, progress: &dyn Progress) -> Result<Scores> {
+pub fn evaluate(
+    reference: &ImageSource,
+    other: &ImageSource,
+    cfg: EvalConfig,
+    progress: &dyn Progress,
+) -> Result<Scores> {
     let e = Evaluator::new(cfg, progress)?;
     let r = e.stats(reference, progress)?;
     let o = e.stats(other, progress)?;

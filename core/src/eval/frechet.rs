@@ -156,9 +156,11 @@ fn psd_factor(s: &DMatrix<f64>, max_rank: usize) -> DMatrix<f64> {
     let mut diag: Vec<f64> = (0..d).map(|i| s[(i, i)]).collect();
     let tol = d as f64 * f64::EPSILON * diag.iter().fold(0.0f64, |m, &v| m.max(v));
     let mut used = vec![false; d];
-    let mut l = DMatrix::<f64>::zeros(d, d);
+    let max_rank = d.min(max_rank);
+    let mut l = DMatrix::<f64>::zeros(d, max_rank);
     let mut rank = 0;
-    while rank < d.min(max_rank) {
+    while rank < max_rank {
+        // Largest remaining pivot (NaN-free: covariances are finite).
         let (p, dp) = (0..d).filter(|&i| !used[i]).map(|i| (i, diag[i])).fold((0, f64::NEG_INFINITY), |a, b| {
             if b.1 > a.1 {
                 b
@@ -166,7 +168,7 @@ fn psd_factor(s: &DMatrix<f64>, max_rank: usize) -> DMatrix<f64> {
                 a
             }
         });
-        if !(dp > tol) {
+        if dp <= tol {
             break;
         }
         used[p] = true;
@@ -292,16 +294,10 @@ pub(crate) mod tests {
 
     #[test]
     fn fixed_gaussians_match_scipy() {
-        let a = Gaussian {
-            mu: vec![0.5, -1.0, 2.0],
-            sigma: vec![2.0, 0.3, -0.4, 0.3, 1.0, 0.2, -0.4, 0.2, 0.5],
-            n: 10,
-        };
-        let b = Gaussian {
-            mu: vec![0.0, 0.25, 1.5],
-            sigma: vec![1.0, -0.2, 0.1, -0.2, 3.0, 0.7, 0.1, 0.7, 0.8],
-            n: 10,
-        };
+        let a =
+            Gaussian { mu: vec![0.5, -1.0, 2.0], sigma: vec![2.0, 0.3, -0.4, 0.3, 1.0, 0.2, -0.4, 0.2, 0.5], n: 10 };
+        let b =
+            Gaussian { mu: vec![0.0, 0.25, 1.5], sigma: vec![1.0, -0.2, 0.1, -0.2, 3.0, 0.7, 0.1, 0.7, 0.8], n: 10 };
         let fd = frechet_distance(&a, &b).unwrap();
         assert!(close(fd, 3.0548841543952365, 1e-10), "{fd}");
         assert!(close(frechet_distance(&b, &a).unwrap(), fd, 1e-10));

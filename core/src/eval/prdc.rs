@@ -188,7 +188,8 @@ mod tests {
     fn matches_the_adm_evaluator_on_random_features() {
         let (real, fake) = (feats(40, 5, 0.0, 0.0), feats(30, 5, 1.0, 0.25));
         let r = manifold_radii(&set(&real, 5), 3).unwrap();
-        for (a, b) in r.iter().zip([0.41602039337158203f32, 0.4737863540649414, 0.22266793251037598, 0.26594841480255127])
+        for (a, b) in
+            r.iter().zip([0.41602039337158203f32, 0.4737863540649414, 0.22266793251037598, 0.26594841480255127])
         {
             assert!((a - b).abs() < 1e-5, "{r:?}");
         }
@@ -231,5 +232,17 @@ mod tests {
         assert!(manifold_radii(&small, 3).unwrap_err().to_string().contains("more than k = 3"));
         let msg = precision_recall(&set(&x, 2), &set(&x, 3), 3).unwrap_err().to_string();
         assert!(msg.contains("dimension 2") && msg.contains("generated 3"), "{msg}");
+    }
+
+    /// Time at the Inception dimension: `cargo test --release -p fine-core prdc_timing -- --ignored --nocapture`
+    /// (three N×N distance passes: scale by (10000/N)² for N = 10,000).
+    #[test]
+    #[ignore]
+    fn prdc_timing() {
+        let n = 3000;
+        let (real, fake) = (feats(n, 2048, 0.0, 0.0), feats(n, 2048, 1.0, 0.01));
+        let t = std::time::Instant::now();
+        let pr = precision_recall(&set(&real, 2048), &set(&fake, 2048), K).unwrap();
+        eprintln!("N = {n}, d = 2048: {pr:?} in {:?}", t.elapsed());
     }
 }

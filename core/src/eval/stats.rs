@@ -148,8 +148,7 @@ impl FeatureStats {
         };
         let f64s = |b: &[u8]| b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
         let mut out = FeatureStats { n, ..Default::default() };
-        let gnames: Vec<String> =
-            get("gaussians")?.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
+        let gnames: Vec<String> = get("gaussians")?.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
         for g in &gnames {
             let (ms, mu) = tensor(&format!("{g}.mu"), Dtype::F64)?;
             let (ss, sigma) = tensor(&format!("{g}.sigma"), Dtype::F64)?;
@@ -160,7 +159,9 @@ impl FeatureStats {
             gauss.validate(&format!("{p}: Gaussian {g:?}"))?;
             out.gaussians.insert(g.clone(), gauss);
         }
-        for name in names.iter().filter(|t| !gnames.iter().any(|g| *t == &format!("{g}.mu") || *t == &format!("{g}.sigma"))) {
+        for name in
+            names.iter().filter(|t| !gnames.iter().any(|g| *t == &format!("{g}.mu") || *t == &format!("{g}.sigma")))
+        {
             let (shape, data) = tensor(name, Dtype::F32)?;
             if shape.len() != 2 || shape[0] != n {
                 bail!("{p}: features {name:?} have shape {shape:?}, expected ({n}, d)");
@@ -200,7 +201,8 @@ mod tests {
     fn sample() -> (FeatureStats, StatsKey) {
         let mut s = FeatureStats { n: 9, ..Default::default() };
         s.gaussians.insert("pool".into(), Gaussian::from_features(&features_a(), 9, 4).unwrap());
-        s.gaussians.insert("classifier".into(), Gaussian { n: 9, ..Gaussian::from_features(&features_b(), 7, 4).unwrap() });
+        s.gaussians
+            .insert("classifier".into(), Gaussian { n: 9, ..Gaussian::from_features(&features_b(), 7, 4).unwrap() });
         s.features.insert("pool.features".into(), (4, features_a()));
         let key = StatsKey { extractor: "test-0001".into(), dataset: "bundled".into(), split: "train".into(), n: 9 };
         (s, key)
