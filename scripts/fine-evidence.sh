@@ -12,7 +12,7 @@
 # trained, vs FINE's trained σ); other widths 32 and 128 at depth 4 (learned
 # width projections). Prints mean ± std over seeds and writes summary.md.
 #
-# Usage: scripts/fine-evidence.sh [OUT] [K] [SIGMA] [SEEDS] [ANC_STEPS]
+# Usage: scripts/fine-evidence.sh [OUT] [K] [SIGMA] [SEEDS] [ANC_STEPS] [WIDTH_SEEDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/fine-evidence}
@@ -20,6 +20,7 @@ K=${2:-300}
 SIGMA=${3:-200}
 SEEDS=${4:-"0 1 2"}
 ANC=${5:-2000}
+WIDTH_SEEDS=${6:-$SEEDS}
 fine=${FINE:-./target/release/fine}
 [ -x "$fine" ] || cargo build --release -p fine-cli
 common=(--data fashion-mnist --batch 32 --lr 1e-3 --ema-decay 0.995)
@@ -57,6 +58,7 @@ for seed in $SEEDS; do
     run "sigma-$m-d4" graphs/fmnist-w64-d4-p4.ron "$seed" --sigma-steps 0 --strategy-opts "sigma_init=$m,seed=$seed"
   done
   for w in 32 128; do
+    [[ " $WIDTH_SEEDS " == *" $seed "* ]] || continue
     g=graphs/fmnist-w$w-d4-p4.ron
     run "fine-w$w" "$g" "$seed" --sigma-steps "$SIGMA" --strategy-opts "seed=$seed"
     run "scratch-w$w" "$g" "$seed"

@@ -4,8 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Runs `fine` with its own cache (the classifier behind `cfid` is trained there once).
 fn fine(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fine")).args(args).current_dir(root()).output().expect("running fine")
+    Command::new(env!("CARGO_BIN_EXE_fine"))
+        .args(args)
+        .current_dir(root())
+        .env("FINE_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-cache"))
+        .output()
+        .expect("running fine")
 }
 
 fn root() -> PathBuf {

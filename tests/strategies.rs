@@ -6,6 +6,7 @@
 
 use fine_core::checkpoint::Checkpoint;
 use fine_core::strategy::load_learngene;
+use fine_plugin_api::Learngene;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -41,6 +42,15 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// Runs `fine ARGS --out D/bad --strategy-opts OPTS`, which must fail before writing
+/// anything (the bad input is refused before any training); returns its stderr.
+fn refused(d: &Path, args: &[&str], opts: &str) -> String {
+    let bad = d.join("bad");
+    let e = fails(&[args, &["--out", s(&bad), "--strategy-opts", opts]].concat());
+    assert!(!bad.exists(), "fine {args:?} wrote {}", bad.display());
+    e
+}
+
 /// `graphs/fmnist-tiny.ron` at another depth and width.
 fn graph_with(d: &Path, name: &str, depth: usize, hidden: usize) -> PathBuf {
     let tiny = std::fs::read_to_string(root().join("graphs/fmnist-tiny.ron")).unwrap();
@@ -54,8 +64,8 @@ fn graph_with(d: &Path, name: &str, depth: usize, hidden: usize) -> PathBuf {
 }
 
 /// Pretrains a `strategy` ancestry of depth `depth` for 4 steps and extracts its
-/// learngene; checks the metadata every learngene carries. Returns the file.
-fn ancestry(d: &Path, strategy: &str, depth: usize, opts: &str) -> PathBuf {
+/// learngene; checks the metadata every learngene carries. Returns the file and the learngene.
+fn ancestry(d: &Path, strategy: &str, depth: usize, opts: &str) -> (PathBuf, Learngene) {
     let g = graph_with(d, &format!("anc{depth}"), depth, 32);
     let (anc, lg) = (d.join(format!("anc-{strategy}")), d.join(format!("{strategy}.safetensors")));
     let args = ["pretrain", "--strategy", strategy, "--graph", s(&g), "--out", s(&anc)];
@@ -69,7 +79,7 @@ fn ancestry(d: &Path, strategy: &str, depth: usize, opts: &str) -> PathBuf {
     assert_eq!((l.meta["steps"].as_str(), l.meta["ancestry_depth"].as_str()), ("4", depth.to_string().as_str()));
     let info = ok(&["learngene", "info", s(&lg)]);
     assert!(info.contains(&format!("learngene by `{strategy}`")) && info.contains("smaller"), "{info}");
-    lg
+    (lg, l)
 }
 
 /// `fine init` of a descendant of `depth` from `lg`, then 3 ordinary steps. Returns the
@@ -111,8 +121,7 @@ fn peer_strategies_are_listed() {
 fn sws_pipeline_and_bad_mappings() {
     let d = tempfile::tempdir().unwrap();
     let d = d.path();
-    let lg = ancestry(d, "sws", 4, "stages=1:3");
-    let l = load_learngene(&lg).unwrap();
+    let (lg, l) = ancestry(d, "sws", 4, "stages=1:3");
     assert_eq!(l.meta["stages"], "1,3");
     assert_eq!(l.tensors.keys().filter(|n| n.starts_with("sws.stage")).count(), 20);
     let ck = descendant(d, &lg, 3, &["--strategy-opts", "layers_source=1:0:1"]);
@@ -125,52 +134,20 @@ fn sws_pipeline_and_bad_mappings() {
     descendant(d, &lg, 6, &[]);
     // Bad input, refused before any training.
     let g3 = graph_with(d, "bad3", 3, 32);
-    let e = fails(&[
-        "init",
-        "--learngene",
-        s(&lg),
-        "--graph",
-        s(&g3),
-        "--out",
-        s(&d.join("bad")),
-        "--strategy-opts",
-        "layers_source=0:0:1:1",
-    ]);
+    let init = ["init", "--learngene", s(&lg), "--graph", s(&g3)];
+    let e = refused(d, &init, "layers_source=0:0:1:1");
     assert!(e.contains("lists 4 blocks") && e.contains("depth 3"), "{e}");
-    let e = fails(&[
-        "init",
-        "--learngene",
-        s(&lg),
-        "--graph",
-        s(&g3),
-        "--out",
-        s(&d.join("bad")),
-        "--strategy-opts",
-        "layers_source=0:1:2",
-    ]);
+    let e = refused(d, &init, "layers_source=0:1:2");
     assert!(e.contains("stage 2") && e.contains("2 stages"), "{e}");
-    assert!(!d.join("bad").exists());
-    let e = fails(&[
-        "pretrain",
-        "--strategy",
-        "sws",
-        "--graph",
-        s(&g3),
-        "--out",
-        s(&d.join("bad")),
-        "--strategy-opts",
-        "stages=2:2",
-    ]);
+    let e = refused(d, &["pretrain", "--strategy", "sws", "--graph", s(&g3)], "stages=2:2");
     assert!(e.contains("depth 3"), "{e}");
-    assert!(!d.join("bad").exists());
 }
 
 #[test]
 fn tleg_pipeline_and_misfits() {
     let d = tempfile::tempdir().unwrap();
     let d = d.path();
-    let lg = ancestry(d, "tleg", 2, "");
-    let l = load_learngene(&lg).unwrap();
+    let (lg, l) = ancestry(d, "tleg", 2, "");
     let ck = descendant(d, &lg, 3, &[]);
     for i in 0..3 {
         for p in ["mlp.fc1.weight", "attn.proj.bias"] {
@@ -194,8 +171,7 @@ fn tleg_pipeline_and_misfits() {
 fn heur_pipeline_and_k_too_large() {
     let d = tempfile::tempdir().unwrap();
     let d = d.path();
-    let lg = ancestry(d, "heur", 3, "k=2");
-    let l = load_learngene(&lg).unwrap();
+    let (lg, l) = ancestry(d, "heur", 3, "k=2");
     assert_eq!((l.meta["k"].as_str(), l.meta["inherited_blocks"].as_str()), ("2", "1..2"));
     let ck = descendant(d, &lg, 4, &[]);
     for (i, j) in [(2, 0), (3, 1)] {
@@ -210,27 +186,15 @@ fn heur_pipeline_and_k_too_large() {
     let e = fails(&["init", "--learngene", s(&lg), "--graph", s(&g1), "--out", s(&d.join("bad"))]);
     assert!(e.contains("k = 2") && e.contains("`one` has depth 1"), "{e}");
     let g2 = graph_with(d, "two", 2, 32);
-    let e = fails(&[
-        "pretrain",
-        "--strategy",
-        "heur",
-        "--graph",
-        s(&g2),
-        "--out",
-        s(&d.join("bad")),
-        "--strategy-opts",
-        "k=3",
-    ]);
+    let e = refused(d, &["pretrain", "--strategy", "heur", "--graph", s(&g2)], "k=3");
     assert!(e.contains("k` = 3 exceeds the ancestry depth 2"), "{e}");
-    assert!(!d.join("bad").exists());
 }
 
 #[test]
 fn svd_independent_pipeline_trains_sigma_only() {
     let d = tempfile::tempdir().unwrap();
     let d = d.path();
-    let lg = ancestry(d, "svd-independent", 3, "rank_fc1=8");
-    let l = load_learngene(&lg).unwrap();
+    let (lg, l) = ancestry(d, "svd-independent", 3, "rank_fc1=8");
     assert_eq!((l.meta["rank_fc1"].as_str(), l.meta["rank_qkv"].as_str()), ("8", "32"));
     let ck = descendant(d, &lg, 2, &["--sigma-steps", "3", "--subset", "64", "--lr", "1e-2"]);
     assert!(ck.params.keys().all(|n| !n.starts_with("svd.")));

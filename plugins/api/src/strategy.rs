@@ -17,6 +17,9 @@ use crate::tensors::Tensors;
 use anyhow::Result;
 use std::collections::BTreeMap;
 
+pub mod dit;
+pub mod testing;
+
 /// A weight the model reads: DiT name, PyTorch shape, DiT's default init.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WeightSpec {

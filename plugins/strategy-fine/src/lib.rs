@@ -46,6 +46,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use fine_plugin_api::info::OptionType;
+use fine_plugin_api::strategy::dit::{self, block_of, rank_of, type_of, type_shape};
 use fine_plugin_api::tensors::{Tensor, Tensors};
 use fine_plugin_api::{
     Descendant, Expr, Graph, Init, LeafSpec, Learngene, OptionSpec, Options, Parameterization, PluginInfo, PluginKind,
@@ -58,13 +59,7 @@ use std::collections::BTreeMap;
 pub mod width;
 
 /// The five factorized weight types: (type name, weight suffix inside `blocks.{l}.`).
-pub const TYPES: [(&str, &str); 5] = [
-    ("qkv", "attn.qkv.weight"),
-    ("proj", "attn.proj.weight"),
-    ("fc1", "mlp.fc1.weight"),
-    ("fc2", "mlp.fc2.weight"),
-    ("ada", "adaLN_modulation.1.weight"),
-];
+pub use fine_plugin_api::strategy::dit::TYPES;
 
 /// The FINE strategy.
 #[derive(Debug, Clone, Default)]
@@ -78,36 +73,9 @@ fn leaf(t: &str, what: &str) -> String {
     format!("fine.{t}.{what}")
 }
 
-/// `blocks.{l}.{suffix}` → (l, suffix).
-fn block_of(name: &str) -> Option<(usize, &str)> {
-    let (i, rest) = name.strip_prefix("blocks.")?.split_once('.')?;
-    Some((i.parse().ok()?, rest))
-}
-
 /// Weights that are neither in a block nor factorized: inherited by descendants.
 fn is_shared_weight(name: &str) -> bool {
-    !name.starts_with("fine.") && block_of(name).is_none()
-}
-
-/// (m1, m2) of type `t` in the weight list (from block 0).
-fn type_shape(weights: &[WeightSpec], suffix: &str) -> Result<(usize, usize)> {
-    let w = weights
-        .iter()
-        .find(|w| w.name == format!("blocks.0.{suffix}"))
-        .ok_or_else(|| anyhow!("the graph has no `blocks.0.{suffix}`"))?;
-    match w.shape[..] {
-        [m1, m2] => Ok((m1, m2)),
-        _ => bail!("`{}` is not a matrix: {:?}", w.name, w.shape),
-    }
-}
-
-fn rank_of(opts: &Options, t: &str, m1: usize, m2: usize) -> Result<usize> {
-    let r = opts.int(&format!("rank_{t}"))?;
-    let full = m1.min(m2);
-    if r > full {
-        bail!("rank_{t} = {r} exceeds min(m1, m2) = {full} for the {t} weights ({m1}×{m2})");
-    }
-    Ok(if r == 0 { full } else { r })
+    !name.starts_with("fine.") && dit::is_depth_independent(name)
 }
 
 fn factor(t: &str, l: usize) -> Expr {
@@ -142,21 +110,11 @@ fn factorized(
         }
     }
     for w in weights {
-        let factor_type =
-            block_of(&w.name).and_then(|(l, suffix)| TYPES.iter().find(|(_, s)| *s == suffix).map(|(t, _)| (l, *t)));
-        match factor_type {
+        match block_of(&w.name).and_then(|(l, suffix)| Some((l, type_of(suffix)?))) {
             Some((l, t)) => {
                 bindings.insert(w.name.clone(), factor(t, l));
             }
-            None => {
-                leaves.push(LeafSpec {
-                    name: w.name.clone(),
-                    shape: w.shape.clone(),
-                    init: w.init.clone(),
-                    trainable: trainable(&w.name),
-                });
-                bindings.insert(w.name.clone(), Expr::leaf(&w.name));
-            }
+            None => dit::push_own_leaf(w, trainable(&w.name), &mut leaves, &mut bindings),
         }
     }
     Parameterization { leaves, bindings }
@@ -256,11 +214,8 @@ impl Strategy for Fine {
                 tensors.insert(name.clone(), t.clone());
             }
         }
-        let mut meta = BTreeMap::from([
-            ("hidden".to_string(), graph.hidden.to_string()),
-            ("heads".to_string(), graph.heads.to_string()),
-            ("ancestry_depth".to_string(), graph.depth.to_string()),
-        ]);
+        let mut meta = dit::ancestry_meta(graph);
+        meta.insert("heads".to_string(), graph.heads.to_string());
         let mut per_layer = 0usize;
         for (t, _) in TYPES {
             let u = &tensors[&leaf(t, "U")];
@@ -268,22 +223,13 @@ impl Strategy for Fine {
             per_layer += u.shape[1];
         }
         // Storage model (values): a descendant stores σ rows and biases per layer.
-        let bias_per_layer: usize = spec
-            .leaves
-            .iter()
-            .filter(|l| matches!(block_of(&l.name), Some((0, s)) if s.ends_with(".bias")))
-            .map(|l| l.shape.iter().product::<usize>())
-            .sum();
-        let shared: usize = tensors.iter().filter(|(n, _)| !n.ends_with(".S")).map(|(_, t)| t.data.len()).sum();
-        meta.insert("storage.learngene".into(), shared.to_string());
-        meta.insert("storage.per_layer".into(), (per_layer + bias_per_layer).to_string());
+        let shared = dit::values_in(tensors.iter().filter(|(n, _)| !n.ends_with(".S")).map(|(_, t)| t));
+        dit::insert_storage(&mut meta, shared, per_layer + dit::bias_values_per_layer(spec));
         Ok(Learngene { strategy: NAME.into(), strategy_version: env!("CARGO_PKG_VERSION").into(), meta, tensors })
     }
 
     fn descendant(&self, lg: &Learngene, target: &Graph, weights: &[WeightSpec], opts: &Options) -> Result<Descendant> {
-        if lg.strategy != NAME {
-            bail!("this learngene was made by `{}`, not by `{NAME}`", lg.strategy);
-        }
+        dit::check_strategy(lg, NAME)?;
         let anc_hidden = lg.tensors.get(&leaf("qkv", "V")).map(|v| v.shape[0]);
         if anc_hidden.is_some_and(|h| h != target.hidden) {
             return self.wider_or_narrower(lg, target, weights, opts);

@@ -35,8 +35,9 @@
 //! random combinations (N(0, (0.1)²/D_a)), so the new coordinates start
 //! nearly silent but get gradients.
 
-use super::{block_of, leaf, Expr, LeafSpec, Parameterization, TYPES};
+use super::{leaf, Expr, LeafSpec, Parameterization, TYPES};
 use anyhow::{anyhow, bail, Result};
+use fine_plugin_api::strategy::dit::{self, block_of, type_of};
 use fine_plugin_api::tensors::{Tensor, Tensors};
 use fine_plugin_api::{Graph, Init, Learngene, WeightSpec};
 use rand_distr::Distribution;
@@ -121,7 +122,7 @@ pub fn parameterization(
     }
     for w in weights {
         if let Some((l, suffix)) = block_of(&w.name) {
-            if let Some((t, _)) = TYPES.iter().find(|(_, s)| *s == suffix) {
+            if let Some(t) = type_of(suffix) {
                 let ((pu, ku), (pv, kv)) = sides(t);
                 let e = Expr::Factor {
                     u: Box::new(project(Expr::leaf(leaf(t, "U")), pu, 0, ku)),
@@ -131,13 +132,7 @@ pub fn parameterization(
                 bindings.insert(w.name.clone(), e);
             } else {
                 // Block biases: fresh (DiT's init), trained in phase 2.
-                leaves.push(LeafSpec {
-                    name: w.name.clone(),
-                    shape: w.shape.clone(),
-                    init: w.init.clone(),
-                    trainable: true,
-                });
-                bindings.insert(w.name.clone(), Expr::leaf(&w.name));
+                dit::push_own_leaf(w, true, &mut leaves, &mut bindings);
             }
             continue;
         }

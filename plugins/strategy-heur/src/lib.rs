@@ -26,13 +26,13 @@
 //! **Storage model** (`fine learngene info`): a descendant is a function of the
 //! learngene and the seed of its fresh blocks, so it stores no per-layer values.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Result};
 use fine_plugin_api::info::OptionType;
+use fine_plugin_api::strategy::dit::{self, block_of, plain};
 use fine_plugin_api::tensors::Tensors;
 use fine_plugin_api::{
     Descendant, Graph, Learngene, OptionSpec, Options, Parameterization, PluginInfo, PluginKind, Strategy, WeightSpec,
 };
-use std::collections::BTreeMap;
 
 /// The Heur-LG strategy.
 #[derive(Debug, Clone, Default)]
@@ -41,12 +41,6 @@ pub struct Heur;
 fine_plugin_api::builtin_plugin!(Strategy, Heur::default);
 
 const NAME: &str = "heur";
-
-/// `blocks.{l}.{param}` → (l, param).
-fn block_of(name: &str) -> Option<(usize, &str)> {
-    let (i, rest) = name.strip_prefix("blocks.")?.split_once('.')?;
-    Some((i.parse().ok()?, rest))
-}
 
 /// The learngene's name for parameter `param` of its `j`-th inherited block (bottom to top).
 fn gene(j: usize, param: &str) -> String {
@@ -63,11 +57,6 @@ fn k_for(opts: &Options, depth: usize) -> Result<usize> {
         bail!("option `k` = {k} exceeds the ancestry depth {depth}: the learngene cannot hold more blocks than it has");
     }
     Ok(k)
-}
-
-fn plain(weights: &[WeightSpec]) -> Parameterization {
-    let w: Vec<_> = weights.iter().map(|w| (w.name.clone(), w.shape.clone(), w.init.clone())).collect();
-    Parameterization::plain(&w)
 }
 
 impl Strategy for Heur {
@@ -111,15 +100,10 @@ impl Strategy for Heur {
                 bail!("this run is not a plain ancestry: it has no leaf `blocks.{}.attn.qkv.weight`", depth - k + j);
             }
         }
-        let values: usize = tensors.values().map(|t| t.data.len()).sum();
-        let meta = BTreeMap::from([
-            ("hidden".to_string(), graph.hidden.to_string()),
-            ("ancestry_depth".to_string(), graph.depth.to_string()),
-            ("k".to_string(), k.to_string()),
-            ("inherited_blocks".to_string(), format!("{}..{}", depth - k, depth - 1)),
-            ("storage.learngene".to_string(), values.to_string()),
-            ("storage.per_layer".to_string(), "0".to_string()),
-        ]);
+        let mut meta = dit::ancestry_meta(graph);
+        meta.insert("k".to_string(), k.to_string());
+        meta.insert("inherited_blocks".to_string(), format!("{}..{}", depth - k, depth - 1));
+        dit::insert_storage(&mut meta, dit::values_in(tensors.values()), 0);
         Ok(Learngene { strategy: NAME.into(), strategy_version: env!("CARGO_PKG_VERSION").into(), meta, tensors })
     }
 
@@ -130,20 +114,9 @@ impl Strategy for Heur {
         weights: &[WeightSpec],
         _opts: &Options,
     ) -> Result<Descendant> {
-        if lg.strategy != NAME {
-            bail!("this learngene was made by `{}`, not by `{NAME}`", lg.strategy);
-        }
-        let meta = |k: &str| lg.meta.get(k).ok_or_else(|| anyhow!("the learngene's metadata lacks `{k}`"));
-        let hidden: usize = meta("hidden")?.parse().context("learngene metadata `hidden`")?;
-        if hidden != target.hidden {
-            bail!(
-                "the learngene has width {hidden}, but the target graph `{}` has width {}: \
-                 Heur-LG descendants must have the ancestry's width",
-                target.name,
-                target.hidden
-            );
-        }
-        let k: usize = meta("k")?.parse().context("learngene metadata `k`")?;
+        dit::check_strategy(lg, NAME)?;
+        dit::check_width(lg, target, "Heur-LG")?;
+        let k = dit::meta_num(lg, "k")?;
         if k > target.depth {
             bail!(
                 "the learngene holds k = {k} blocks, but the target graph `{}` has depth {}: \
@@ -159,17 +132,7 @@ impl Strategy for Heur {
                 Some(_) => continue, // a fresh block: DiT's init
                 None => w.name.clone(),
             };
-            let t = lg.tensors.get(&from).ok_or_else(|| anyhow!("the learngene lacks `{from}` (for `{}`)", w.name))?;
-            if t.shape != w.shape {
-                bail!(
-                    "the learngene's `{from}` has shape {:?}, but `{}` of the target graph `{}` needs {:?}",
-                    t.shape,
-                    w.name,
-                    target.name,
-                    w.shape
-                );
-            }
-            values.insert(w.name.clone(), t.clone());
+            values.insert(w.name.clone(), dit::inherited(lg, &from, w, target)?.clone());
         }
         Ok(Descendant { spec: plain(weights), values, init_steps: 0 })
     }

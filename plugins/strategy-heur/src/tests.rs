@@ -2,39 +2,15 @@ use super::*;
 use fine_core::model::store::CpuDevice;
 use fine_core::model::Dit;
 use fine_core::strategy::{descendant_store, materialize, weights_of};
-use fine_plugin_api::tensors::Tensor;
-
-fn graph(depth: usize, hidden: usize) -> Graph {
-    let tiny = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../graphs/fmnist-tiny.ron")).unwrap();
-    let text = tiny.replace("depth: 2", &format!("depth: {depth}")).replace("hidden: 32", &format!("hidden: {hidden}"));
-    fine_core::graph::from_str(&text, "test graph").unwrap()
-}
+use fine_plugin_api::strategy::testing::{leaf_values, tiny_graph};
 
 fn opts(text: &str) -> Options {
     Options::parse(&Heur.info(), text).unwrap()
 }
 
-/// Distinct deterministic values for every leaf of `spec`.
-fn leaf_values(spec: &Parameterization) -> Tensors {
-    let mut x = 12345u64;
-    spec.leaves
-        .iter()
-        .map(|l| {
-            let n = l.shape.iter().product();
-            let data = (0..n)
-                .map(|_| {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-                })
-                .collect();
-            (l.name.clone(), Tensor::new(l.shape.clone(), data).unwrap())
-        })
-        .collect()
-}
-
 #[test]
 fn ancestry_is_plain_and_k_is_checked_before_training() {
-    let g = graph(4, 32);
+    let g = tiny_graph(4, 32);
     let dit = Dit::new(&g);
     let spec = Heur.ancestry(&g, &weights_of(&dit), &opts("")).unwrap();
     spec.validate(&dit.weight_shapes()).unwrap();
@@ -47,7 +23,7 @@ fn ancestry_is_plain_and_k_is_checked_before_training() {
 
 #[test]
 fn descendant_puts_the_last_k_blocks_on_top_of_fresh_ones() {
-    let g = graph(4, 32);
+    let g = tiny_graph(4, 32);
     let dit = Dit::new(&g);
     let o = opts("k=2");
     let spec = Heur.ancestry(&g, &weights_of(&dit), &o).unwrap();
@@ -59,7 +35,7 @@ fn descendant_puts_the_last_k_blocks_on_top_of_fresh_ones() {
     assert!(!lg.tensors.keys().any(|n| n.starts_with("blocks.")));
     assert_eq!(lg.tensors.len(), spec.leaves.len() - 20);
     // Depth 5: blocks 3 and 4 are ancestry blocks 2 and 3, blocks 0..2 fresh (DiT's init).
-    let g5 = graph(5, 32);
+    let g5 = tiny_graph(5, 32);
     let dit5 = Dit::new(&g5);
     let d = Heur.descendant(&lg, &g5, &weights_of(&dit5), &opts("")).unwrap();
     assert_eq!(d.init_steps, 0);
@@ -79,13 +55,13 @@ fn descendant_puts_the_last_k_blocks_on_top_of_fresh_ones() {
         }
     }
     // Depth k: everything inherited; depth < k refused.
-    let g2 = graph(2, 32);
+    let g2 = tiny_graph(2, 32);
     let d = Heur.descendant(&lg, &g2, &weights_of(&Dit::new(&g2)), &opts("")).unwrap();
     assert_eq!(d.values["blocks.0.mlp.fc1.weight"], leaves["blocks.2.mlp.fc1.weight"]);
-    let g1 = graph(1, 32);
+    let g1 = tiny_graph(1, 32);
     let e = Heur.descendant(&lg, &g1, &weights_of(&Dit::new(&g1)), &opts("")).unwrap_err().to_string();
     assert!(e.contains("k = 2") && e.contains("depth 1"), "{e}");
-    let wide = graph(3, 64);
+    let wide = tiny_graph(3, 64);
     let e = Heur.descendant(&lg, &wide, &weights_of(&Dit::new(&wide)), &opts("")).unwrap_err();
     assert!(e.to_string().contains("width 32") && e.to_string().contains("width 64"), "{e}");
     let other = Learngene { strategy: "fine".into(), ..lg };

@@ -40,6 +40,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use fine_plugin_api::info::OptionType;
+use fine_plugin_api::strategy::dit::{self, block_of, plain, rank_of, type_of, type_shape};
 use fine_plugin_api::tensors::{Tensor, Tensors};
 use fine_plugin_api::{
     Descendant, Expr, Graph, Init, LeafSpec, Learngene, OptionSpec, Options, Parameterization, PluginInfo, PluginKind,
@@ -49,13 +50,7 @@ use nalgebra::DMatrix;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The five factorized weight types: (type name, weight suffix inside `blocks.{l}.`), as in FINE.
-pub const TYPES: [(&str, &str); 5] = [
-    ("qkv", "attn.qkv.weight"),
-    ("proj", "attn.proj.weight"),
-    ("fc1", "mlp.fc1.weight"),
-    ("fc2", "mlp.fc2.weight"),
-    ("ada", "adaLN_modulation.1.weight"),
-];
+pub use fine_plugin_api::strategy::dit::TYPES;
 
 /// The `svd-independent` strategy.
 #[derive(Debug, Clone, Default)]
@@ -65,12 +60,6 @@ fine_plugin_api::builtin_plugin!(Strategy, SvdIndependent::default);
 
 const NAME: &str = "svd-independent";
 
-/// `blocks.{l}.{param}` → (l, param).
-fn block_of(name: &str) -> Option<(usize, &str)> {
-    let (i, rest) = name.strip_prefix("blocks.")?.split_once('.')?;
-    Some((i.parse().ok()?, rest))
-}
-
 /// The factor `what` (`U` or `V`) of type `t` at ancestry layer `l`.
 fn factor_leaf(t: &str, l: usize, what: &str) -> String {
     format!("svd.{t}.{l}.{what}")
@@ -79,33 +68,6 @@ fn factor_leaf(t: &str, l: usize, what: &str) -> String {
 /// The σ table of type `t`.
 fn sigma_leaf(t: &str) -> String {
     format!("svd.{t}.S")
-}
-
-/// The factorized type of a block parameter, if it is one.
-fn type_of(param: &str) -> Option<&'static str> {
-    TYPES.iter().find(|(_, s)| *s == param).map(|(t, _)| *t)
-}
-
-/// (m1, m2) of type `t` in the weight list (from block 0).
-fn type_shape(weights: &[WeightSpec], suffix: &str) -> Result<(usize, usize)> {
-    let w = weights
-        .iter()
-        .find(|w| w.name == format!("blocks.0.{suffix}"))
-        .ok_or_else(|| anyhow!("the graph has no `blocks.0.{suffix}`"))?;
-    match w.shape[..] {
-        [m1, m2] => Ok((m1, m2)),
-        _ => bail!("`{}` is not a matrix: {:?}", w.name, w.shape),
-    }
-}
-
-/// Rank of type `t` from option `rank_{t}` (0 = full), checked against (m1, m2).
-fn rank_of(opts: &Options, t: &str, m1: usize, m2: usize) -> Result<usize> {
-    let r = opts.int(&format!("rank_{t}"))?;
-    let full = m1.min(m2);
-    if r > full {
-        bail!("rank_{t} = {r} exceeds min(m1, m2) = {full} for the {t} weights ({m1}×{m2})");
-    }
-    Ok(if r == 0 { full } else { r })
 }
 
 /// The truncated SVD of the row-major (m1 × m2) matrix `w`: U (m1 × r), σ (r, decreasing), V (m2 × r), row-major.
@@ -134,11 +96,6 @@ pub fn source_layer(i: usize, depth: usize, ancestry: usize) -> usize {
         return 0;
     }
     (2 * i * (ancestry - 1) + (depth - 1)) / (2 * (depth - 1))
-}
-
-fn meta_num(lg: &Learngene, key: &str) -> Result<usize> {
-    let v = lg.meta.get(key).ok_or_else(|| anyhow!("the learngene's metadata lacks `{key}`"))?;
-    v.parse().with_context(|| format!("learngene metadata `{key}` = `{v}`"))
 }
 
 impl Strategy for SvdIndependent {
@@ -172,16 +129,12 @@ impl Strategy for SvdIndependent {
             let (m1, m2) = type_shape(weights, suffix)?;
             rank_of(opts, t, m1, m2)?;
         }
-        let w: Vec<_> = weights.iter().map(|w| (w.name.clone(), w.shape.clone(), w.init.clone())).collect();
-        Ok(Parameterization::plain(&w))
+        Ok(plain(weights))
     }
 
     fn extract(&self, graph: &Graph, spec: &Parameterization, leaves: &Tensors, opts: &Options) -> Result<Learngene> {
         let mut tensors = Tensors::new();
-        let mut meta = BTreeMap::from([
-            ("hidden".to_string(), graph.hidden.to_string()),
-            ("ancestry_depth".to_string(), graph.depth.to_string()),
-        ]);
+        let mut meta = dit::ancestry_meta(graph);
         let mut per_layer = 0;
         for (t, suffix) in TYPES {
             let first = format!("blocks.0.{suffix}");
@@ -206,34 +159,15 @@ impl Strategy for SvdIndependent {
             meta.insert(format!("rank_{t}"), r.to_string());
             per_layer += r;
         }
-        for (name, t) in leaves.iter().filter(|(n, _)| block_of(n).is_none()) {
-            tensors.insert(name.clone(), t.clone());
-        }
-        let bias_per_layer: usize = spec
-            .leaves
-            .iter()
-            .filter(|l| matches!(block_of(&l.name), Some((0, p)) if p.ends_with(".bias")))
-            .map(|l| l.shape.iter().product::<usize>())
-            .sum();
-        let values: usize = tensors.values().map(|t| t.data.len()).sum();
-        meta.insert("storage.learngene".into(), values.to_string());
-        meta.insert("storage.per_layer".into(), (per_layer + bias_per_layer).to_string());
+        tensors.extend(dit::depth_independent(leaves));
+        dit::insert_storage(&mut meta, dit::values_in(tensors.values()), per_layer + dit::bias_values_per_layer(spec));
         Ok(Learngene { strategy: NAME.into(), strategy_version: env!("CARGO_PKG_VERSION").into(), meta, tensors })
     }
 
     fn descendant(&self, lg: &Learngene, target: &Graph, weights: &[WeightSpec], opts: &Options) -> Result<Descendant> {
-        if lg.strategy != NAME {
-            bail!("this learngene was made by `{}`, not by `{NAME}`", lg.strategy);
-        }
-        let (hidden, anc_depth) = (meta_num(lg, "hidden")?, meta_num(lg, "ancestry_depth")?);
-        if hidden != target.hidden {
-            bail!(
-                "the learngene has width {hidden}, but the target graph `{}` has width {}: \
-                 svd-independent descendants must have the ancestry's width",
-                target.name,
-                target.hidden
-            );
-        }
+        dit::check_strategy(lg, NAME)?;
+        let anc_depth = dit::meta_num(lg, "ancestry_depth")?;
+        dit::check_width(lg, target, "svd-independent")?;
         let depth = target.depth;
         let src: Vec<usize> = (0..depth).map(|i| source_layer(i, depth, anc_depth)).collect();
         let get = |name: &str| lg.tensors.get(name).ok_or_else(|| anyhow!("the learngene lacks `{name}`"));
@@ -279,12 +213,8 @@ impl Strategy for SvdIndependent {
         for w in weights {
             match block_of(&w.name) {
                 Some((_, param)) if type_of(param).is_some() => {}
-                Some(_) => {
-                    // Block biases (and any other block parameter): fresh, DiT's init, trained with σ.
-                    let (name, shape, init) = (w.name.clone(), w.shape.clone(), w.init.clone());
-                    leaves.push(LeafSpec { name, shape, init, trainable: true });
-                    bindings.insert(w.name.clone(), Expr::leaf(&w.name));
-                }
+                // Block biases (and any other block parameter): fresh, DiT's init, trained with σ.
+                Some(_) => dit::push_own_leaf(w, true, &mut leaves, &mut bindings),
                 None => {
                     let t = get(&w.name)?;
                     if t.shape != w.shape {
@@ -296,9 +226,7 @@ impl Strategy for SvdIndependent {
                             w.shape
                         );
                     }
-                    let (name, shape, init) = (w.name.clone(), w.shape.clone(), w.init.clone());
-                    leaves.push(LeafSpec { name, shape, init, trainable: false });
-                    bindings.insert(w.name.clone(), Expr::leaf(&w.name));
+                    dit::push_own_leaf(w, false, &mut leaves, &mut bindings);
                     values.insert(w.name.clone(), t.clone());
                 }
             }

@@ -2,34 +2,10 @@ use super::*;
 use fine_core::model::store::CpuDevice;
 use fine_core::model::Dit;
 use fine_core::strategy::{descendant_store, materialize, weights_of};
-use fine_plugin_api::tensors::Tensor;
-
-fn graph(depth: usize, hidden: usize) -> Graph {
-    let tiny = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../graphs/fmnist-tiny.ron")).unwrap();
-    let text = tiny.replace("depth: 2", &format!("depth: {depth}")).replace("hidden: 32", &format!("hidden: {hidden}"));
-    fine_core::graph::from_str(&text, "test graph").unwrap()
-}
+use fine_plugin_api::strategy::testing::{leaf_values, tiny_graph};
 
 fn opts(text: &str) -> Options {
     Options::parse(&SvdIndependent.info(), text).unwrap()
-}
-
-/// Distinct deterministic values for every leaf of `spec`.
-fn leaf_values(spec: &Parameterization) -> Tensors {
-    let mut x = 12345u64;
-    spec.leaves
-        .iter()
-        .map(|l| {
-            let n = l.shape.iter().product();
-            let data = (0..n)
-                .map(|_| {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-                })
-                .collect();
-            (l.name.clone(), Tensor::new(l.shape.clone(), data).unwrap())
-        })
-        .collect()
 }
 
 /// U·diag(s)·Vᵀ of row-major U (m1 × r), V (m2 × r), in f64.
@@ -85,7 +61,7 @@ fn source_layers_by_relative_depth() {
 
 #[test]
 fn ancestry_is_plain_and_ranks_are_checked_before_training() {
-    let g = graph(3, 32);
+    let g = tiny_graph(3, 32);
     let dit = Dit::new(&g);
     let spec = SvdIndependent.ancestry(&g, &weights_of(&dit), &opts("")).unwrap();
     spec.validate(&dit.weight_shapes()).unwrap();
@@ -96,7 +72,7 @@ fn ancestry_is_plain_and_ranks_are_checked_before_training() {
 
 #[test]
 fn learngene_reconstructs_the_ancestry_and_a_same_depth_descendant_is_the_ancestry() {
-    let g = graph(3, 32);
+    let g = tiny_graph(3, 32);
     let dit = Dit::new(&g);
     let spec = SvdIndependent.ancestry(&g, &weights_of(&dit), &opts("")).unwrap();
     let leaves = leaf_values(&spec);
@@ -134,7 +110,7 @@ fn learngene_reconstructs_the_ancestry_and_a_same_depth_descendant_is_the_ancest
 
 #[test]
 fn shallower_descendant_at_low_rank_and_misfits() {
-    let g = graph(3, 32);
+    let g = tiny_graph(3, 32);
     let dit = Dit::new(&g);
     let o = opts("rank_qkv=4,rank_ada=2");
     let spec = SvdIndependent.ancestry(&g, &weights_of(&dit), &o).unwrap();
@@ -144,7 +120,7 @@ fn shallower_descendant_at_low_rank_and_misfits() {
     assert_eq!(lg.tensors["svd.ada.S"].shape, [3, 2]);
     // storage: σ rows 4 + 32 + 32 + 32 + 2 and the biases 96 + 32 + 64 + 32 + 192 per layer.
     assert_eq!(lg.meta["storage.per_layer"], (102 + 416).to_string());
-    let g2 = graph(2, 32);
+    let g2 = tiny_graph(2, 32);
     let dit2 = Dit::new(&g2);
     let d = SvdIndependent.descendant(&lg, &g2, &weights_of(&dit2), &opts("sigma_steps=0")).unwrap();
     assert_eq!(d.init_steps, 0);
@@ -155,7 +131,7 @@ fn shallower_descendant_at_low_rank_and_misfits() {
     let anc = &leaves["blocks.2.mlp.fc1.weight"].data;
     let err = w["blocks.1.mlp.fc1.weight"].iter().zip(anc).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     assert!(err < 1e-5, "{err}");
-    let wide = graph(3, 64);
+    let wide = tiny_graph(3, 64);
     let e = SvdIndependent.descendant(&lg, &wide, &weights_of(&Dit::new(&wide)), &opts("")).unwrap_err();
     assert!(e.to_string().contains("width 32") && e.to_string().contains("width 64"), "{e}");
     let other = Learngene { strategy: "fine".into(), ..lg };

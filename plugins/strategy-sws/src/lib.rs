@@ -43,8 +43,9 @@
 //! **Storage model** (`fine learngene info`): a descendant is a function of the
 //! learngene and its `layers_source`, so it stores no per-layer values.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use fine_plugin_api::info::OptionType;
+use fine_plugin_api::strategy::dit::{self, block_of, plain};
 use fine_plugin_api::tensors::Tensors;
 use fine_plugin_api::{
     Descendant, Expr, Graph, LeafSpec, Learngene, OptionSpec, Options, Parameterization, PluginInfo, PluginKind,
@@ -59,12 +60,6 @@ pub struct Sws;
 fine_plugin_api::builtin_plugin!(Strategy, Sws::default);
 
 const NAME: &str = "sws";
-
-/// `blocks.{l}.{param}` → (l, param).
-fn block_of(name: &str) -> Option<(usize, &str)> {
-    let (i, rest) = name.strip_prefix("blocks.")?.split_once('.')?;
-    Some((i.parse().ok()?, rest))
-}
 
 /// The leaf holding parameter `param` of stage `s`.
 fn stage_leaf(s: usize, param: &str) -> String {
@@ -158,23 +153,10 @@ fn shared(weights: &[WeightSpec], sizes: &[usize]) -> Result<Parameterization> {
                 }
                 bindings.insert(w.name.clone(), Expr::leaf(stage_leaf(s, param)));
             }
-            None => {
-                leaves.push(LeafSpec {
-                    name: w.name.clone(),
-                    shape: w.shape.clone(),
-                    init: w.init.clone(),
-                    trainable: true,
-                });
-                bindings.insert(w.name.clone(), Expr::leaf(&w.name));
-            }
+            None => dit::push_own_leaf(w, true, &mut leaves, &mut bindings),
         }
     }
     Ok(Parameterization { leaves, bindings })
-}
-
-fn plain(weights: &[WeightSpec]) -> Parameterization {
-    let w: Vec<_> = weights.iter().map(|w| (w.name.clone(), w.shape.clone(), w.init.clone())).collect();
-    Parameterization::plain(&w)
 }
 
 impl Strategy for Sws {
@@ -212,39 +194,22 @@ impl Strategy for Sws {
         if !spec.leaves.iter().any(|l| l.name == first) {
             bail!("this run is not an SWS ancestry: it has no `{first}` leaf");
         }
-        let tensors: Tensors =
-            leaves.iter().filter(|(n, _)| block_of(n).is_none()).map(|(n, t)| (n.clone(), t.clone())).collect();
+        let tensors = dit::depth_independent(leaves);
         for s in 0..sizes.len() {
             if !tensors.contains_key(&stage_leaf(s, "attn.qkv.weight")) {
                 bail!("the ancestry lacks stage {s} of the stages {sizes:?}");
             }
         }
-        let values: usize = tensors.values().map(|t| t.data.len()).sum();
-        let meta = BTreeMap::from([
-            ("hidden".to_string(), graph.hidden.to_string()),
-            ("ancestry_depth".to_string(), graph.depth.to_string()),
-            ("stages".to_string(), join(&sizes)),
-            ("storage.learngene".to_string(), values.to_string()),
-            ("storage.per_layer".to_string(), "0".to_string()),
-        ]);
+        let mut meta = dit::ancestry_meta(graph);
+        meta.insert("stages".to_string(), join(&sizes));
+        dit::insert_storage(&mut meta, dit::values_in(tensors.values()), 0);
         Ok(Learngene { strategy: NAME.into(), strategy_version: env!("CARGO_PKG_VERSION").into(), meta, tensors })
     }
 
     fn descendant(&self, lg: &Learngene, target: &Graph, weights: &[WeightSpec], opts: &Options) -> Result<Descendant> {
-        if lg.strategy != NAME {
-            bail!("this learngene was made by `{}`, not by `{NAME}`", lg.strategy);
-        }
-        let meta = |k: &str| lg.meta.get(k).ok_or_else(|| anyhow!("the learngene's metadata lacks `{k}`"));
-        let hidden: usize = meta("hidden")?.parse().context("learngene metadata `hidden`")?;
-        if hidden != target.hidden {
-            bail!(
-                "the learngene has width {hidden}, but the target graph `{}` has width {}: \
-                 SWS descendants must have the ancestry's width",
-                target.name,
-                target.hidden
-            );
-        }
-        let sizes = parse_list("learngene metadata `stages`", meta("stages")?)?;
+        dit::check_strategy(lg, NAME)?;
+        dit::check_width(lg, target, "SWS")?;
+        let sizes = parse_list("learngene metadata `stages`", dit::meta_text(lg, "stages")?)?;
         let src = layers_source(opts.text("layers_source")?, &sizes, target.depth)?;
         let mut values = Tensors::new();
         for w in weights {
@@ -252,17 +217,7 @@ impl Strategy for Sws {
                 Some((l, param)) => stage_leaf(src[l], param),
                 None => w.name.clone(),
             };
-            let t = lg.tensors.get(&from).ok_or_else(|| anyhow!("the learngene lacks `{from}` (for `{}`)", w.name))?;
-            if t.shape != w.shape {
-                bail!(
-                    "the learngene's `{from}` has shape {:?}, but `{}` of the target graph `{}` needs {:?}",
-                    t.shape,
-                    w.name,
-                    target.name,
-                    w.shape
-                );
-            }
-            values.insert(w.name.clone(), t.clone());
+            values.insert(w.name.clone(), dit::inherited(lg, &from, w, target)?.clone());
         }
         Ok(Descendant { spec: plain(weights), values, init_steps: 0 })
     }

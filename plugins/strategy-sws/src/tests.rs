@@ -1,42 +1,15 @@
 use super::*;
 use fine_core::model::store::CpuDevice;
-use fine_core::model::{Dit, ParamStore};
+use fine_core::model::Dit;
 use fine_core::strategy::{descendant_store, materialize, weights_of};
-use fine_plugin_api::tensors::Tensor;
+use fine_plugin_api::strategy::testing::{leaf_values, tiny_graph};
+use host::materialized;
 
-fn graph(depth: usize, hidden: usize) -> Graph {
-    let tiny = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../graphs/fmnist-tiny.ron")).unwrap();
-    let text = tiny.replace("depth: 2", &format!("depth: {depth}")).replace("hidden: 32", &format!("hidden: {hidden}"));
-    fine_core::graph::from_str(&text, "test graph").unwrap()
-}
+#[path = "../../testing/host.rs"]
+mod host;
 
 fn opts(text: &str) -> Options {
     Options::parse(&Sws.info(), text).unwrap()
-}
-
-/// Distinct deterministic values for every leaf of `spec`.
-fn leaf_values(spec: &Parameterization) -> Tensors {
-    let mut x = 12345u64;
-    spec.leaves
-        .iter()
-        .map(|l| {
-            let n = l.shape.iter().product();
-            let data = (0..n)
-                .map(|_| {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-                })
-                .collect();
-            (l.name.clone(), Tensor::new(l.shape.clone(), data).unwrap())
-        })
-        .collect()
-}
-
-/// Every weight of the model `spec` + `leaves` describe, evaluated by the host.
-fn materialized(g: &Graph, spec: &Parameterization, leaves: &Tensors) -> BTreeMap<String, Vec<f32>> {
-    let values = leaves.iter().map(|(n, t)| (n.clone(), t.data.clone())).collect();
-    let store = ParamStore::from_values(CpuDevice::default(), spec.clone(), values).unwrap();
-    materialize(&Dit::new(g), &store).unwrap().host_values()
 }
 
 #[test]
@@ -87,7 +60,7 @@ fn layer_mapping() {
 
 #[test]
 fn ancestry_binds_every_block_parameter_of_a_stage_to_one_leaf() {
-    let g = graph(5, 32);
+    let g = tiny_graph(5, 32);
     let dit = Dit::new(&g);
     let spec = Sws.ancestry(&g, &weights_of(&dit), &opts("stages=2:3")).unwrap();
     spec.validate(&dit.weight_shapes()).unwrap();
@@ -109,7 +82,7 @@ fn ancestry_binds_every_block_parameter_of_a_stage_to_one_leaf() {
 
 #[test]
 fn descendant_copies_stage_blocks_and_refuses_misfits() {
-    let g = graph(5, 32);
+    let g = tiny_graph(5, 32);
     let dit = Dit::new(&g);
     let o = opts("stages=2:3");
     let spec = Sws.ancestry(&g, &weights_of(&dit), &o).unwrap();
@@ -124,7 +97,7 @@ fn descendant_copies_stage_blocks_and_refuses_misfits() {
     let store = descendant_store(CpuDevice::default(), &dit, &d, 0).unwrap();
     assert_eq!(materialize(&dit, &store).unwrap().host_values(), anc);
     // Depth 3 with an explicit mapping: block i is stage src(i)'s block.
-    let g3 = graph(3, 32);
+    let g3 = tiny_graph(3, 32);
     let dit3 = Dit::new(&g3);
     let d = Sws.descendant(&lg, &g3, &weights_of(&dit3), &opts("layers_source=1:0:1")).unwrap();
     descendant_store(CpuDevice::default(), &dit3, &d, 0).unwrap();
@@ -137,7 +110,7 @@ fn descendant_copies_stage_blocks_and_refuses_misfits() {
     assert!(e.to_string().contains("depth 3"), "{e}");
     let e = Sws.descendant(&lg, &g3, &weights_of(&dit3), &opts("layers_source=0:1:2")).unwrap_err();
     assert!(e.to_string().contains("stage 2"), "{e}");
-    let wide = graph(3, 64);
+    let wide = tiny_graph(3, 64);
     let e = Sws.descendant(&lg, &wide, &weights_of(&Dit::new(&wide)), &opts("")).unwrap_err();
     assert!(e.to_string().contains("width 32") && e.to_string().contains("width 64"), "{e}");
     let other = Learngene { strategy: "tleg".into(), ..lg };

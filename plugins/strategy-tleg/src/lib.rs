@@ -33,7 +33,8 @@
 //! **Storage model** (`fine learngene info`): a descendant is a function of the
 //! learngene and its depth, so it stores no per-layer values.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
+use fine_plugin_api::strategy::dit::{self, block_of, plain};
 use fine_plugin_api::tensors::{Tensor, Tensors};
 use fine_plugin_api::{
     Descendant, Expr, Graph, Init, LeafSpec, Learngene, Options, Parameterization, PluginInfo, PluginKind, Strategy,
@@ -48,12 +49,6 @@ pub struct Tleg;
 fine_plugin_api::builtin_plugin!(Strategy, Tleg::default);
 
 const NAME: &str = "tleg";
-
-/// `blocks.{l}.{param}` → (l, param).
-fn block_of(name: &str) -> Option<(usize, &str)> {
-    let (i, rest) = name.strip_prefix("blocks.")?.split_once('.')?;
-    Some((i.parse().ok()?, rest))
-}
 
 /// The leaf `tleg.{param}.{part}` (part: `base` or `delta`).
 fn leaf(param: &str, part: &str) -> String {
@@ -76,11 +71,6 @@ fn expansion(param: &str, l: usize, depth: usize) -> Expr {
         Box::new(Expr::leaf(leaf(param, "base"))),
         Box::new(Expr::Scale(Box::new(Expr::leaf(leaf(param, "delta"))), l as f32 / depth as f32)),
     )
-}
-
-fn plain(weights: &[WeightSpec]) -> Parameterization {
-    let w: Vec<_> = weights.iter().map(|w| (w.name.clone(), w.shape.clone(), w.init.clone())).collect();
-    Parameterization::plain(&w)
 }
 
 impl Strategy for Tleg {
@@ -114,11 +104,7 @@ impl Strategy for Tleg {
                     }
                     bindings.insert(w.name.clone(), expansion(param, l, graph.depth));
                 }
-                None => {
-                    let (name, shape, init) = (w.name.clone(), w.shape.clone(), w.init.clone());
-                    leaves.push(LeafSpec { name, shape, init, trainable: true });
-                    bindings.insert(w.name.clone(), Expr::leaf(&w.name));
-                }
+                None => dit::push_own_leaf(w, true, &mut leaves, &mut bindings),
             }
         }
         Ok(Parameterization { leaves, bindings })
@@ -129,15 +115,9 @@ impl Strategy for Tleg {
         if !spec.leaves.iter().any(|l| l.name == first) {
             bail!("this run is not a TLEG ancestry: it has no `{first}` leaf");
         }
-        let tensors: Tensors =
-            leaves.iter().filter(|(n, _)| block_of(n).is_none()).map(|(n, t)| (n.clone(), t.clone())).collect();
-        let values: usize = tensors.values().map(|t| t.data.len()).sum();
-        let meta = BTreeMap::from([
-            ("hidden".to_string(), graph.hidden.to_string()),
-            ("ancestry_depth".to_string(), graph.depth.to_string()),
-            ("storage.learngene".to_string(), values.to_string()),
-            ("storage.per_layer".to_string(), "0".to_string()),
-        ]);
+        let tensors = dit::depth_independent(leaves);
+        let mut meta = dit::ancestry_meta(graph);
+        dit::insert_storage(&mut meta, dit::values_in(tensors.values()), 0);
         Ok(Learngene { strategy: NAME.into(), strategy_version: env!("CARGO_PKG_VERSION").into(), meta, tensors })
     }
 
@@ -148,23 +128,8 @@ impl Strategy for Tleg {
         weights: &[WeightSpec],
         _opts: &Options,
     ) -> Result<Descendant> {
-        if lg.strategy != NAME {
-            bail!("this learngene was made by `{}`, not by `{NAME}`", lg.strategy);
-        }
-        let hidden: usize = lg
-            .meta
-            .get("hidden")
-            .ok_or_else(|| anyhow!("the learngene's metadata lacks `hidden`"))?
-            .parse()
-            .context("learngene metadata `hidden`")?;
-        if hidden != target.hidden {
-            bail!(
-                "the learngene has width {hidden}, but the target graph `{}` has width {}: \
-                 TLEG descendants must have the ancestry's width",
-                target.name,
-                target.hidden
-            );
-        }
+        dit::check_strategy(lg, NAME)?;
+        dit::check_width(lg, target, "TLEG")?;
         let get = |name: &str, w: &WeightSpec| -> Result<&Tensor> {
             let t = lg.tensors.get(name).ok_or_else(|| anyhow!("the learngene lacks `{name}` (for `{}`)", w.name))?;
             if t.data.len() != w.shape.iter().product::<usize>() {

@@ -1,47 +1,20 @@
 use super::*;
 use fine_core::model::store::CpuDevice;
-use fine_core::model::{Dit, ParamStore};
+use fine_core::model::Dit;
 use fine_core::strategy::{descendant_store, materialize, weights_of};
-use fine_plugin_api::tensors::Tensor;
+use fine_plugin_api::strategy::testing::{leaf_values, tiny_graph};
+use host::materialized;
 
-fn graph(depth: usize, hidden: usize) -> Graph {
-    let tiny = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../graphs/fmnist-tiny.ron")).unwrap();
-    let text = tiny.replace("depth: 2", &format!("depth: {depth}")).replace("hidden: 32", &format!("hidden: {hidden}"));
-    fine_core::graph::from_str(&text, "test graph").unwrap()
-}
+#[path = "../../testing/host.rs"]
+mod host;
 
 fn opts(text: &str) -> Options {
     Options::parse(&Tleg.info(), text).unwrap()
 }
 
-/// Distinct deterministic values for every leaf of `spec`.
-fn leaf_values(spec: &Parameterization) -> Tensors {
-    let mut x = 12345u64;
-    spec.leaves
-        .iter()
-        .map(|l| {
-            let n = l.shape.iter().product();
-            let data = (0..n)
-                .map(|_| {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-                })
-                .collect();
-            (l.name.clone(), Tensor::new(l.shape.clone(), data).unwrap())
-        })
-        .collect()
-}
-
-/// Every weight of the model `spec` + `leaves` describe, evaluated by the host.
-fn materialized(g: &Graph, spec: &Parameterization, leaves: &Tensors) -> BTreeMap<String, Vec<f32>> {
-    let values = leaves.iter().map(|(n, t)| (n.clone(), t.data.clone())).collect();
-    let store = ParamStore::from_values(CpuDevice::default(), spec.clone(), values).unwrap();
-    materialize(&Dit::new(g), &store).unwrap().host_values()
-}
-
 #[test]
 fn ancestry_weights_are_base_plus_relative_depth_times_delta() {
-    let g = graph(4, 32);
+    let g = tiny_graph(4, 32);
     let dit = Dit::new(&g);
     let spec = Tleg.ancestry(&g, &weights_of(&dit), &opts("")).unwrap();
     spec.validate(&dit.weight_shapes()).unwrap();
@@ -77,7 +50,7 @@ fn ancestry_weights_are_base_plus_relative_depth_times_delta() {
 
 #[test]
 fn descendant_expands_to_any_depth_and_refuses_misfits() {
-    let g = graph(4, 32);
+    let g = tiny_graph(4, 32);
     let dit = Dit::new(&g);
     let spec = Tleg.ancestry(&g, &weights_of(&dit), &opts("")).unwrap();
     let leaves = leaf_values(&spec);
@@ -94,7 +67,7 @@ fn descendant_expands_to_any_depth_and_refuses_misfits() {
         assert!(err < 1e-6, "{name}: {err}");
     }
     // Depth 6: block i uses i/6.
-    let g6 = graph(6, 32);
+    let g6 = tiny_graph(6, 32);
     let dit6 = Dit::new(&g6);
     let d = Tleg.descendant(&lg, &g6, &weights_of(&dit6), &opts("")).unwrap();
     descendant_store(CpuDevice::default(), &dit6, &d, 0).unwrap();
@@ -105,7 +78,7 @@ fn descendant_expands_to_any_depth_and_refuses_misfits() {
         assert_eq!(d.values[&name].data, want, "{name}");
     }
     assert_eq!(d.values["t_embedder.mlp.0.weight"].data, leaves["t_embedder.mlp.0.weight"].data);
-    let wide = graph(3, 64);
+    let wide = tiny_graph(3, 64);
     let e = Tleg.descendant(&lg, &wide, &weights_of(&Dit::new(&wide)), &opts("")).unwrap_err();
     assert!(e.to_string().contains("width 32") && e.to_string().contains("width 64"), "{e}");
     let other = Learngene { strategy: "sws".into(), ..lg };
