@@ -98,7 +98,8 @@ fn training_loss_decreases_on_real_data_and_sampling_writes_a_grid() {
         "200",
     ]);
     // Held-out ε-MSE on test images: an untrained DiT predicts ε = 0 (MSE ≈ 1).
-    let h: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("heldout.json")).unwrap()).unwrap();
+    let h: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("heldout.json")).unwrap()).unwrap();
     let live = h["live"].as_f64().unwrap();
     assert!(live > 0.0 && live < 0.9 && h["ema"].as_f64().unwrap().is_finite() && h["n"] == 200, "{h}");
     let l: Vec<f64> = losses(&run).iter().map(|x| x.split(':').nth(1).unwrap().parse().unwrap()).collect();
