@@ -38,6 +38,29 @@ fn graph_with(d: &Path, name: &str, depth: usize, hidden: usize) -> PathBuf {
     p
 }
 
+/// U and V of every type in the phase-2 checkpoint are bit-identical to the learngene's.
+fn assert_uv_frozen(phase2: &Checkpoint, lg: &fine_plugin_api::Learngene) {
+    for t in ["qkv", "proj", "fc1", "fc2", "ada"] {
+        for f in ["U", "V"] {
+            let name = format!("fine.{t}.{f}");
+            assert!(phase2.params[&name] == lg.tensors[&name].data, "{name} changed in phase 2");
+        }
+    }
+}
+
+/// The materialized plain DiT (phase 3) gives the phase-2 model's outputs.
+fn assert_materialized_reproduces(phase2: &Checkpoint, plain: &Checkpoint) {
+    assert!(plain.spec.leaves.iter().all(|l| !l.name.starts_with("fine.")));
+    let dit = Dit::new(&plain.graph);
+    let a = ParamStore::from_values(Cpu::default(), phase2.spec.clone(), phase2.params.clone()).unwrap();
+    let b = ParamStore::from_values(Cpu::default(), plain.spec.clone(), plain.params.clone()).unwrap();
+    let x: Vec<f32> = (0..2 * 784).map(|i| ((i * 7 % 31) as f32 - 15.0) / 15.0).collect();
+    let ya = dit.predict(&a.view::<NoneTape>(), &x, &[5.0, 600.0], &[1, 10]).unwrap();
+    let yb = dit.predict(&b.view::<NoneTape>(), &x, &[5.0, 600.0], &[1, 10]).unwrap();
+    let err = ya.iter().zip(&yb).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+    assert!(err < 1e-5, "materialized {} model differs by {err}", plain.graph.name);
+}
+
 #[test]
 fn fine_pipeline_ancestry_to_two_depths() {
     let d = tempfile::tempdir().unwrap();
@@ -83,11 +106,8 @@ fn fine_pipeline_ancestry_to_two_depths() {
         // Phase 2 trained σ and biases only: U and V are bit-identical to the learngene's.
         let phase2 = Checkpoint::load(&out.join("init/checkpoint.safetensors")).unwrap();
         assert_eq!(phase2.step, 4);
+        assert_uv_frozen(&phase2, &lgv);
         for t in ["qkv", "proj", "fc1", "fc2", "ada"] {
-            for f in ["U", "V"] {
-                let name = format!("fine.{t}.{f}");
-                assert!(phase2.params[&name] == lgv.tensors[&name].data, "{name} changed in phase 2");
-            }
             assert_eq!(phase2.spec.leaves.iter().find(|l| l.name == format!("fine.{t}.S")).unwrap().shape[0], depth);
         }
         assert!(phase2.params["x_embedder.proj.weight"] == lgv.tensors["x_embedder.proj.weight"].data);
@@ -95,15 +115,7 @@ fn fine_pipeline_ancestry_to_two_depths() {
         assert!(trainable.iter().all(|n| n.ends_with(".S") || n.ends_with(".bias")), "{trainable:?}");
         // Phase 3: the materialized plain DiT reproduces the phase-2 model.
         let plain = Checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
-        assert!(plain.spec.leaves.iter().all(|l| !l.name.starts_with("fine.")));
-        let dit = Dit::new(&plain.graph);
-        let a = ParamStore::from_values(Cpu::default(), phase2.spec.clone(), phase2.params.clone()).unwrap();
-        let b = ParamStore::from_values(Cpu::default(), plain.spec.clone(), plain.params.clone()).unwrap();
-        let x: Vec<f32> = (0..2 * 784).map(|i| ((i * 7 % 31) as f32 - 15.0) / 15.0).collect();
-        let ya = dit.predict(&a.view::<NoneTape>(), &x, &[5.0, 600.0], &[1, 10]).unwrap();
-        let yb = dit.predict(&b.view::<NoneTape>(), &x, &[5.0, 600.0], &[1, 10]).unwrap();
-        let err = ya.iter().zip(&yb).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
-        assert!(err < 1e-5, "materialized model differs by {err}");
+        assert_materialized_reproduces(&phase2, &plain);
         ok(&["train", "--from", s(&out), "--steps", "3", "--batch", "8"]);
     }
     // Other widths (beyond the paper): learned projections over the frozen learngene.
@@ -128,25 +140,13 @@ fn fine_pipeline_ancestry_to_two_depths() {
             "8",
         ]);
         let phase2 = Checkpoint::load(&out.join("init/checkpoint.safetensors")).unwrap();
-        for t in ["qkv", "proj", "fc1", "fc2", "ada"] {
-            for f in ["U", "V"] {
-                let name = format!("fine.{t}.{f}");
-                assert!(phase2.params[&name] == lgv.tensors[&name].data, "{name} changed in phase 2");
-            }
-        }
+        assert_uv_frozen(&phase2, &lgv);
         assert!(phase2.params["fine.anc.x_embedder.proj.weight"] == lgv.tensors["x_embedder.proj.weight"].data);
         let r = phase2.spec.leaves.iter().find(|l| l.name == "fine.width.R").unwrap();
         assert!(r.trainable && r.shape == [hidden, 32], "{r:?}");
         let plain = Checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
         assert_eq!(plain.graph.hidden, hidden);
-        let dit = Dit::new(&plain.graph);
-        let a = ParamStore::from_values(Cpu::default(), phase2.spec.clone(), phase2.params.clone()).unwrap();
-        let b = ParamStore::from_values(Cpu::default(), plain.spec.clone(), plain.params.clone()).unwrap();
-        let x: Vec<f32> = (0..2 * 784).map(|i| ((i * 7 % 31) as f32 - 15.0) / 15.0).collect();
-        let ya = dit.predict(&a.view::<NoneTape>(), &x, &[5.0, 600.0], &[1, 10]).unwrap();
-        let yb = dit.predict(&b.view::<NoneTape>(), &x, &[5.0, 600.0], &[1, 10]).unwrap();
-        let err = ya.iter().zip(&yb).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
-        assert!(err < 1e-5, "materialized {name} model differs by {err}");
+        assert_materialized_reproduces(&phase2, &plain);
     }
     // A learngene that does not fit the target (another patch size) is refused.
     let p2 = graph_with(d.path(), "p2", 3, 64);
