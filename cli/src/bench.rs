@@ -55,7 +55,7 @@ pub fn run(cmd: BenchCmd, reg: &fine_core::plugin::Registry) -> Result<()> {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     println!(
         "{}",
-        serde_json::json!({"impl": "fine-dfdx", "graph": g.name, "batch": batch, "steps": steps, "threads": threads,
+        serde_json::json!({"impl": "fine-dfdx", "gemm": fine_core::model::kernels::GEMM, "graph": g.name, "batch": batch, "steps": steps, "threads": threads,
             "step_ms": median, "min_ms": ms[0], "images_per_s": batch as f64 / (median / 1e3), "params": t.store.num_values()})
     );
     Ok(())

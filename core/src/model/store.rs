@@ -19,6 +19,14 @@ impl<D: Device<f32> + super::kernels::Kernels + Clone + 'static> Backend for D {
 pub type Flat<D, T = NoneTape> = Tensor<(usize,), f32, D, T>;
 
 /// One stored tensor.
+/// The values of a flat (always contiguous) tensor: one copy, where dfdx's
+/// `as_vec` walks strides element by element.
+pub fn flat_values<D: Backend, T>(t: &Flat<D, T>) -> Vec<f32> {
+    let mut v = vec![0.0f32; t.shape().0];
+    t.copy_into(&mut v);
+    v
+}
+
 #[derive(Clone, Debug)]
 pub struct Leaf<D: Backend> {
     /// Logical shape (row-major); `value` holds `product(shape)` elements.
@@ -114,7 +122,7 @@ impl<D: Backend> ParamStore<D> {
 
     /// Host copies of all leaves.
     pub fn host_values(&self) -> BTreeMap<String, Vec<f32>> {
-        self.leaves.iter().map(|(n, l)| (n.clone(), l.value.as_vec())).collect()
+        self.leaves.iter().map(|(n, l)| (n.clone(), flat_values(&l.value))).collect()
     }
 
     /// Total number of stored values.

@@ -27,8 +27,8 @@ pub fn eps_mse_and_grads<D: Backend>(
     let mut grads = loss.backward();
     let mut out = BTreeMap::new();
     for (name, leaf) in store.leaves().filter(|(_, l)| l.trainable) {
-        grads.try_alloc_for(&leaf.value).map_err(|e| anyhow::anyhow!("allocating gradient of `{name}`: {e:?}"))?;
-        out.insert(name.clone(), grads.get(&leaf.value).as_vec());
+        let g = D::take_grad(&mut grads, &leaf.value).map_err(|e| anyhow::anyhow!("gradient of `{name}`: {e:?}"))?;
+        out.insert(name.clone(), g);
     }
     Ok((value, out))
 }

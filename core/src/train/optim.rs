@@ -1,7 +1,11 @@
 //! AdamW over the store's trainable leaves (PyTorch's `torch.optim.AdamW`),
 //! with global-norm gradient clipping.
 
+use rayon::prelude::*;
 use std::collections::BTreeMap;
+
+/// Values per rayon task in the element-wise updates.
+const CHUNK: usize = 1 << 15;
 
 /// AdamW moments for every trainable leaf.
 #[derive(Debug, Clone, Default)]
@@ -42,12 +46,21 @@ impl AdamW {
         let bc2_sqrt = bc2.sqrt() as f32;
         let decay = (1.0 - hp.lr * hp.weight_decay) as f32;
         let eps = hp.eps as f32;
-        for i in 0..n {
-            let g = grad[i];
-            m[i] = b1 * m[i] + (1.0 - b1) * g;
-            v[i] = b2 * v[i] + (1.0 - b2) * g * g;
-            param[i] = param[i] * decay - step * m[i] / (v[i].sqrt() / bc2_sqrt + eps);
-        }
+        let (m, v) = (&mut m[..], &mut v[..]);
+        let update = |(((p, m), v), g): (((&mut [f32], &mut [f32]), &mut [f32]), &[f32])| {
+            for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+                *m = b1 * *m + (1.0 - b1) * g;
+                *v = b2 * *v + (1.0 - b2) * g * g;
+                *p = *p * decay - step * *m / (v.sqrt() / bc2_sqrt + eps);
+            }
+        };
+        assert_eq!(grad.len(), n, "AdamW: `{name}` has {n} values and {} gradients", grad.len());
+        param
+            .par_chunks_mut(CHUNK)
+            .zip(m.par_chunks_mut(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .zip(grad.par_chunks(CHUNK))
+            .for_each(update);
     }
 }
 

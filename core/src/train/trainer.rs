@@ -218,7 +218,7 @@ impl<D: Backend> Trainer<D> {
         };
         self.opt.t = s as u64 + 1;
         for (name, g) in &grads {
-            let mut v = self.store.leaf(name)?.value.as_vec();
+            let mut v = crate::model::store::flat_values(&self.store.leaf(name)?.value);
             self.opt.update(name, &mut v, g, hp, self.opt.t);
             ema::update(&mut self.ema, name, &v, self.cfg.ema_decay);
             self.store.set(name, v)?;

@@ -34,17 +34,8 @@ impl Attention {
         b: usize,
         t: usize,
     ) -> Result<T2<D, T>> {
-        let (h, d) = (self.heads, self.dim);
-        let hd = d / h;
-        // qkv columns are laid out (3, H, hd), as PyTorch's reshape(B, N, 3, H, hd).
-        let qkv = self.qkv.forward(p, x)?; // (B·T, 3D)
-        let q = qkv.with_empty_tape().slice((.., 0..d)).reshape_like(&(b, t, h, hd)).permute::<_, Axes4<0, 2, 1, 3>>(); // (B, H, T, hd)
-        let k =
-            qkv.with_empty_tape().slice((.., d..2 * d)).reshape_like(&(b, t, h, hd)).permute::<_, Axes4<0, 2, 3, 1>>(); // (B, H, hd, T)
-        let v = qkv.slice((.., 2 * d..3 * d)).reshape_like(&(b, t, h, hd)).permute::<_, Axes4<0, 2, 1, 3>>(); // (B, H, T, hd)
-        let scale = (hd as f32).powf(-0.5);
-        let att = (q.matmul(k) * scale).softmax::<Axis<3>>(); // (B, H, T, T)
-        let o = att.matmul(v).permute::<_, Axes4<0, 2, 1, 3>>().reshape_like(&(b * t, d)); // (B·T, D)
+        let qkv = self.qkv.forward(p, x)?; // (B·T, 3D), columns (3, H, hd) as PyTorch's reshape(B, N, 3, H, hd)
+        let o = D::attention(qkv, b, t, self.heads); // (B·T, D)
         self.proj.forward(p, o)
     }
 }

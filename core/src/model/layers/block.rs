@@ -1,6 +1,6 @@
 //! The adaLN-Zero DiT block.
 
-use super::{attention::Attention, linear::Linear, mlp::Mlp, norm, T2, T3};
+use super::{attention::Attention, linear::Linear, mlp::Mlp, T2, T3};
 use crate::model::{Backend, Params};
 use anyhow::Result;
 use dfdx::prelude::*;
@@ -41,18 +41,15 @@ impl DitBlock {
         c_silu: T2<D, T>,
     ) -> Result<T3<D, T>> {
         let (b, t, d) = *x.shape();
-        let m = self.ada.forward(p, c_silu)?; // (B, 6D)
-        let mut c = norm::chunks(m, 6).into_iter(); // shift, scale, gate for MSA, then for MLP: (B, D) each
-        let mut next = || c.next().expect("six chunks");
-        let (shift_msa, scale_msa, gate_msa) = (next(), next(), next());
-        let (shift_mlp, scale_mlp, gate_mlp) = (next(), next(), next());
+        let m = self.ada.forward(p, c_silu)?; // (B, 6D): shift, scale, gate for MSA, then for MLP
+        let (shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp) = (0, 1, 2, 3, 4, 5);
 
-        let h = norm::modulate(norm::layer_norm(x.with_empty_tape(), self.eps), shift_msa, scale_msa);
+        let h = D::ln_modulate(x.with_empty_tape(), m.with_empty_tape(), shift_msa, scale_msa, self.eps);
         let a = self.attn.forward(p, h.reshape_like(&(b * t, d)), b, t)?.reshape_like(&(b, t, d));
-        let x = x + gate_msa.broadcast_like::<_, Axis<1>>(&(b, t, d)) * a;
+        let x = D::gate_residual(x, m.with_empty_tape(), gate_msa, a);
 
-        let h = norm::modulate(norm::layer_norm(x.with_empty_tape(), self.eps), shift_mlp, scale_mlp);
+        let h = D::ln_modulate(x.with_empty_tape(), m.with_empty_tape(), shift_mlp, scale_mlp, self.eps);
         let f = self.mlp.forward(p, h.reshape_like(&(b * t, d)))?.reshape_like(&(b, t, d));
-        Ok(x + gate_mlp.broadcast_like::<_, Axis<1>>(&(b, t, d)) * f)
+        Ok(D::gate_residual(x, m, gate_mlp, f))
     }
 }

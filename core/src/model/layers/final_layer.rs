@@ -1,6 +1,6 @@
 //! DiT's final layer: adaLN (shift, scale) → LayerNorm → modulate → linear to patches.
 
-use super::{linear::Linear, norm, T2, T3};
+use super::{linear::Linear, T2, T3};
 use crate::model::{Backend, Params};
 use anyhow::Result;
 use dfdx::prelude::*;
@@ -37,10 +37,8 @@ impl FinalLayer {
         c_silu: T2<D, T>,
     ) -> Result<T2<D, T>> {
         let (b, t, d) = *x.shape();
-        let m = self.ada.forward(p, c_silu)?; // (B, 2D)
-        let mut c = norm::chunks(m, 2).into_iter();
-        let (shift, scale) = (c.next().expect("two chunks"), c.next().expect("two chunks"));
-        let h = norm::modulate(norm::layer_norm(x, self.eps), shift, scale);
+        let m = self.ada.forward(p, c_silu)?; // (B, 2D): shift, scale
+        let h = D::ln_modulate(x, m, 0, 1, self.eps);
         self.linear.forward(p, h.reshape_like(&(b * t, d)))
     }
 }

@@ -26,13 +26,8 @@ impl Linear {
 
     /// `(N, in) → (N, out)`.
     pub fn forward<D: Backend, T: Tape<f32, D>>(&self, p: &Params<D, T>, x: T2<D, T>) -> Result<T2<D, T>> {
-        let n = x.shape().0;
         let w = p.matrix(&format!("{}.weight", self.prefix), self.out, self.inp)?; // (out, in)
-        let y = x.matmul(w.permute::<_, Axes2<1, 0>>()); // (N, out)
-        if !self.bias {
-            return Ok(y);
-        }
-        let b = p.vector(&format!("{}.bias", self.prefix), self.out)?;
-        Ok(y + b.broadcast_like::<_, Axis<0>>(&(n, self.out)))
+        let b = if self.bias { Some(p.vector(&format!("{}.bias", self.prefix), self.out)?) } else { None };
+        Ok(D::linear(x, w, b))
     }
 }

@@ -8,7 +8,6 @@ pub mod embed;
 pub mod final_layer;
 pub mod linear;
 pub mod mlp;
-pub mod norm;
 
 use dfdx::prelude::*;
 

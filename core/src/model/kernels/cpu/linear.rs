@@ -1,0 +1,62 @@
+//! `y = x·Wᵀ + b` and its backward pass, all products through `gemm`.
+//!
+//! ```text
+//! forward   y  (N, out) = x (N, in) · Wᵀ            (+ b broadcast over rows)
+//! backward  dx (N, in)  += dy (N, out) · W (out, in)
+//!           dW (out, in) += dyᵀ · x
+//!           db (out)     += Σ_rows dy
+//! ```
+
+use super::{gemm, host, threads, with_grad_of, Mat};
+use crate::model::layers::T2;
+use crate::model::store::Flat;
+use dfdx::prelude::*;
+
+pub fn linear<T: Tape<f32, Cpu>>(x: T2<Cpu, T>, w: T2<Cpu, T>, b: Option<Flat<Cpu, T>>) -> T2<Cpu, T> {
+    let (n, inp) = *x.shape();
+    let out = w.shape().0;
+    assert_eq!(w.shape().1, inp, "linear: x has {inp} features, W is {:?}", w.shape());
+    let (x, tx) = x.contiguous().split_tape();
+    let (w, tw) = w.contiguous().split_tape();
+    let mut tape = tx.merge(tw);
+    let b = b.map(|b| {
+        let (b, tb) = b.contiguous().split_tape();
+        tape = std::mem::take(&mut tape).merge(tb);
+        b
+    });
+    let (xv, wv) = (host(&x), host(&w)); // (N, in), (out, in)
+    let mut y = vec![0.0f32; n * out]; // (N, out)
+    if let Some(b) = &b {
+        let bv = host(&b);
+        assert_eq!(bv.len(), out, "linear: bias has {} values for {out} outputs", bv.len());
+        y.chunks_mut(out).for_each(|row| row.copy_from_slice(&bv));
+    }
+    // SAFETY: x is (N, in), Wᵀ is read from W (out, in) with strides (1, in), y is (N, out).
+    unsafe {
+        gemm(n, out, inp, y.as_mut_ptr(), out, b.is_some(), Mat::rows(&xv, inp), Mat::cols(&wv, inp), 1.0, threads())
+    };
+    let y = x.device().tensor_from_vec(y, (n, out));
+    let y_ghost = y.clone();
+    tape.add_backward_op(move |grads| {
+        with_grad_of(grads, &y_ghost, |grads, dy| {
+            let dx = grads.get_or_alloc_mut(&x)?;
+            // SAFETY: dx (N, in) += dy (N, out) · W (out, in).
+            unsafe {
+                gemm(n, inp, out, dx.as_mut_ptr(), inp, true, Mat::rows(&dy, out), Mat::rows(&wv, inp), 1.0, threads())
+            };
+            let dw = grads.get_or_alloc_mut(&w)?;
+            // SAFETY: dW (out, in) += dyᵀ (read from dy with strides (1, out)) · x (N, in).
+            unsafe {
+                gemm(out, inp, n, dw.as_mut_ptr(), inp, true, Mat::cols(&dy, out), Mat::rows(&xv, inp), 1.0, threads())
+            };
+            if let Some(b) = &b {
+                let db = grads.get_or_alloc_mut(b)?;
+                for row in dy.chunks(out) {
+                    db.iter_mut().zip(row).for_each(|(g, d)| *g += d);
+                }
+            }
+            Ok(())
+        })
+    });
+    y.put_tape(tape)
+}

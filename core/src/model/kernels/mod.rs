@@ -1,0 +1,155 @@
+//! Fused ops with hand-written backward passes, per device.
+//!
+//! Every op of the DiT's hot path is a method of [`Kernels`]. The default
+//! method body is the portable composition of dfdx ops (what any device
+//! without a specialised kernel runs, e.g. CUDA for now); `cpu/` holds the CPU
+//! kernel of each op, one file per op, with its backward pass written by hand:
+//!
+//! | op | CPU kernel |
+//! |---|---|
+//! | [`Kernels::linear`] `x·Wᵀ + b` | `cpu/linear.rs`: `gemm` with strided operands, no transposes materialised |
+//! | [`Kernels::ln_modulate`] LayerNorm → adaLN modulate | `cpu/norm.rs`: one pass per row, reads shift/scale in place from the (B, k·D) modulation |
+//! | [`Kernels::gate_residual`] `x + gate ⊙ y` | `cpu/norm.rs` |
+//! | [`Kernels::attention`] softmax(QKᵀ/√d)·V | `cpu/attention.rs`: per (batch, head), straight from the qkv rows |
+//! | [`Kernels::gelu_tanh`] | `cpu/gelu.rs` |
+//!
+//! `tests.rs` checks every CPU kernel against its default (forward values and
+//! the gradients of every input) and against finite differences.
+
+use crate::model::layers::{T2, T3};
+use crate::model::store::Flat;
+use dfdx::prelude::*;
+
+mod cpu;
+pub use cpu::GEMM;
+#[cfg(test)]
+mod tests;
+
+/// Device-specific fused ops used by the model. Tensors are row-major; shapes
+/// are given per argument. The default bodies are [`portable`]'s dfdx compositions.
+pub trait Kernels: Device<f32> {
+    /// GELU, tanh approximation: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+    fn gelu_tanh<S: Shape, T: Tape<f32, Self>>(x: Tensor<S, f32, Self, T>) -> Tensor<S, f32, Self, T> {
+        x.fast_gelu()
+    }
+    /// The gradient of leaf `t` as host values, taken out of `grads` (zeros if
+    /// nothing reached it).
+    fn take_grad(grads: &mut Gradients<f32, Self>, t: &Flat<Self>) -> Result<Vec<f32>, Self::Err> {
+        grads.try_alloc_for(t)?;
+        Ok(crate::model::store::flat_values(&grads.get(t)))
+    }
+    /// `x·Wᵀ + b`: x (N, in), W (out, in) as PyTorch stores it, b (out) → (N, out).
+    fn linear<T: Tape<f32, Self>>(x: T2<Self, T>, w: T2<Self, T>, b: Option<Flat<Self, T>>) -> T2<Self, T> {
+        portable::linear(x, w, b)
+    }
+    /// `LayerNorm(x)·(1 + scale) + shift` (no affine LayerNorm, biased
+    /// variance): x (B, T, D); `m` (B, k·D) is adaLN's output, read as k chunks
+    /// of D, and shift/scale are chunks `shift` and `scale`, broadcast over T.
+    fn ln_modulate<T: Tape<f32, Self>>(
+        x: T3<Self, T>,
+        m: T2<Self, T>,
+        shift: usize,
+        scale: usize,
+        eps: f64,
+    ) -> T3<Self, T> {
+        portable::ln_modulate(x, m, shift, scale, eps)
+    }
+    /// `x + gate ⊙ y`: x, y (B, T, D); gate is chunk `gate` of `m` (B, k·D),
+    /// broadcast over T (adaLN-Zero's gated residual).
+    fn gate_residual<T: Tape<f32, Self>>(x: T3<Self, T>, m: T2<Self, T>, gate: usize, y: T3<Self, T>) -> T3<Self, T> {
+        portable::gate_residual(x, m, gate, y)
+    }
+    /// Multi-head self-attention core: `qkv` (B·T, 3D) with columns laid out
+    /// (3, H, hd) as PyTorch's `reshape(B, N, 3, H, hd)` → softmax(QKᵀ/√hd)·V
+    /// as (B·T, D), heads concatenated.
+    fn attention<T: Tape<f32, Self>>(qkv: T2<Self, T>, b: usize, t: usize, heads: usize) -> T2<Self, T> {
+        portable::attention(qkv, b, t, heads)
+    }
+}
+
+/// The ops as compositions of dfdx ops, for any device (and the reference the
+/// CPU kernels are tested against).
+pub mod portable {
+    use super::*;
+
+    /// See [`Kernels::linear`].
+    pub fn linear<D: Device<f32>, T: Tape<f32, D>>(x: T2<D, T>, w: T2<D, T>, b: Option<Flat<D, T>>) -> T2<D, T> {
+        let (n, out) = (x.shape().0, w.shape().0);
+        let y = x.matmul(w.permute::<_, Axes2<1, 0>>()); // (N, out)
+        match b {
+            None => y,
+            Some(b) => y + b.broadcast_like::<_, Axis<0>>(&(n, out)),
+        }
+    }
+
+    /// See [`Kernels::ln_modulate`].
+    pub fn ln_modulate<D: Device<f32>, T: Tape<f32, D>>(
+        x: T3<D, T>,
+        m: T2<D, T>,
+        shift: usize,
+        scale: usize,
+        eps: f64,
+    ) -> T3<D, T> {
+        let s = *x.shape();
+        let d = s.2;
+        let sh = m.with_empty_tape().slice((.., shift * d..(shift + 1) * d)); // (B, D)
+        let sc = m.slice((.., scale * d..(scale + 1) * d)); // (B, D)
+        x.normalize::<Axis<2>>(eps) * (sc + 1.0).broadcast_like::<_, Axis<1>>(&s) + sh.broadcast_like::<_, Axis<1>>(&s)
+    }
+
+    /// See [`Kernels::gate_residual`].
+    pub fn gate_residual<D: Device<f32>, T: Tape<f32, D>>(
+        x: T3<D, T>,
+        m: T2<D, T>,
+        gate: usize,
+        y: T3<D, T>,
+    ) -> T3<D, T> {
+        let s = *x.shape();
+        let d = s.2;
+        let g = m.slice((.., gate * d..(gate + 1) * d)); // (B, D)
+        x + g.broadcast_like::<_, Axis<1>>(&s) * y
+    }
+
+    /// See [`Kernels::attention`].
+    pub fn attention<D: Device<f32>, T: Tape<f32, D>>(qkv: T2<D, T>, b: usize, t: usize, heads: usize) -> T2<D, T> {
+        let d = qkv.shape().1 / 3;
+        let (h, hd) = (heads, d / heads);
+        let q = qkv.with_empty_tape().slice((.., 0..d)).reshape_like(&(b, t, h, hd)).permute::<_, Axes4<0, 2, 1, 3>>(); // (B, H, T, hd)
+        let k =
+            qkv.with_empty_tape().slice((.., d..2 * d)).reshape_like(&(b, t, h, hd)).permute::<_, Axes4<0, 2, 3, 1>>(); // (B, H, hd, T)
+        let v = qkv.slice((.., 2 * d..3 * d)).reshape_like(&(b, t, h, hd)).permute::<_, Axes4<0, 2, 1, 3>>(); // (B, H, T, hd)
+        let att = (q.matmul(k) * (hd as f32).powf(-0.5)).softmax::<Axis<3>>(); // (B, H, T, T)
+        att.matmul(v).permute::<_, Axes4<0, 2, 1, 3>>().reshape_like(&(b * t, d))
+        // (B·T, D)
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl Kernels for dfdx::tensor::Cuda {}
+
+impl Kernels for Cpu {
+    fn take_grad(grads: &mut Gradients<f32, Self>, t: &Flat<Self>) -> Result<Vec<f32>, Self::Err> {
+        Ok(std::mem::take(&mut **grads.get_or_alloc_mut(t)?)) // no copy
+    }
+    fn gelu_tanh<S: Shape, T: Tape<f32, Self>>(x: Tensor<S, f32, Self, T>) -> Tensor<S, f32, Self, T> {
+        cpu::gelu::gelu_tanh(x)
+    }
+    fn linear<T: Tape<f32, Self>>(x: T2<Self, T>, w: T2<Self, T>, b: Option<Flat<Self, T>>) -> T2<Self, T> {
+        cpu::linear::linear(x, w, b)
+    }
+    fn ln_modulate<T: Tape<f32, Self>>(
+        x: T3<Self, T>,
+        m: T2<Self, T>,
+        shift: usize,
+        scale: usize,
+        eps: f64,
+    ) -> T3<Self, T> {
+        cpu::norm::ln_modulate(x, m, shift, scale, eps)
+    }
+    fn gate_residual<T: Tape<f32, Self>>(x: T3<Self, T>, m: T2<Self, T>, gate: usize, y: T3<Self, T>) -> T3<Self, T> {
+        cpu::norm::gate_residual(x, m, gate, y)
+    }
+    fn attention<T: Tape<f32, Self>>(qkv: T2<Self, T>, b: usize, t: usize, heads: usize) -> T2<Self, T> {
+        cpu::attention::attention(qkv, b, t, heads)
+    }
+}
