@@ -27,18 +27,19 @@ import json, sys
 out, steps = sys.argv[1], int(sys.argv[2])
 def load(w):
     rows = [json.loads(l) for l in open(f"{out}/{w}/metrics.jsonl") if l.strip()]
-    return [r["loss"] for r in rows if "loss" in r], [r.get("step_ms", 0) for r in rows]
-(a, ta), (b, tb) = load("before"), load("after")
+    return [r["loss"] for r in rows if "loss" in r]
+a, b = load("before"), load("after")
 print(f"training loss, mean over 50-step windows ({steps} steps, batch 32, seed 0)")
 print("| steps | before | after | after − before |")
 print("|---|---:|---:|---:|")
 for s in range(0, min(len(a), len(b)), 50):
     ma, mb = sum(a[s:s+50]) / len(a[s:s+50]), sum(b[s:s+50]) / len(b[s:s+50])
     print(f"| {s+1}–{s+50} | {ma:.4f} | {mb:.4f} | {mb-ma:+.4f} |")
+rel = [abs(x - y) / abs(x) for x, y in zip(a, b)]
+print(f"per-step relative difference: max {max(rel):.2e}, mean {sum(rel) / len(rel):.2e}")
 first = next((i for i, (x, y) in enumerate(zip(a, b)) if abs(x - y) > 1e-3 * abs(x)), None)
 print(f"steps whose loss agrees to 0.1%: the first {first if first is not None else len(a)}")
 for w in ("before", "after"):
     h = json.load(open(f"{out}/{w}/heldout.json"))
     print(f"{w}: held-out ε-MSE {json.dumps(h)}")
-print(f"median step: before {sorted(ta)[len(ta)//2]:.1f} ms, after {sorted(tb)[len(tb)//2]:.1f} ms")
 PY
