@@ -1,4 +1,5 @@
 //! `fine bench step`: the time of one full training step.
+//! `fine bench inception`: FID-Inception feature throughput on CPU.
 
 use crate::run;
 use anyhow::Result;
@@ -27,6 +28,19 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 2)]
         warmup: usize,
     },
+    /// Time FID-Inception features (pool3 + sFID spatial) of the first N bundled
+    /// Fashion-MNIST images, with pytorch-fid's preprocessing; prints one JSON line.
+    Inception {
+        /// Images (after one untimed warmup batch).
+        #[arg(long, default_value_t = 64)]
+        n: usize,
+        /// Images per batch.
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        /// Threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Compare learngene strategies: ancestries, descendants at several sizes and
     /// seeds, one table (markdown + JSON) and metric-vs-step plots.
     Learngene(crate::bench_learngene::BenchLearngeneArgs),
@@ -37,6 +51,7 @@ pub fn run(cmd: BenchCmd, reg: &fine_core::plugin::Registry) -> Result<()> {
     let (gpath, batch, steps, warmup) = match cmd {
         BenchCmd::Step { graph, batch, steps, warmup } => (graph, batch, steps, warmup),
         BenchCmd::Learngene(a) => return crate::bench_learngene::run(a, reg),
+        BenchCmd::Inception { n, batch, threads } => return inception(n, batch, threads),
     };
     let g = graph::load::from_file(&gpath)?;
     let cfg = TrainConfig { data: "synthetic".into(), batch, steps: warmup + steps, ..Default::default() };
@@ -57,6 +72,28 @@ pub fn run(cmd: BenchCmd, reg: &fine_core::plugin::Registry) -> Result<()> {
         "{}",
         serde_json::json!({"impl": "fine-dfdx", "gemm": fine_core::model::kernels::GEMM, "graph": g.name, "batch": batch, "steps": steps, "threads": threads,
             "step_ms": median, "min_ms": ms[0], "images_per_s": batch as f64 / (median / 1e3), "params": t.store.num_values()})
+    );
+    Ok(())
+}
+
+/// `fine bench inception`.
+fn inception(n: usize, batch: usize, threads: Option<usize>) -> Result<()> {
+    use fine_core::data::{self, Split};
+    use fine_core::eval::inception::Inception;
+    let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let net = Inception::load(&Inception::default_path())?.with_threads(threads).with_batch_size(batch);
+    let ds = data::load("bundled", Split::Train)?;
+    let px = ds.channels * ds.height * ds.width;
+    if n == 0 || batch + n > ds.len {
+        anyhow::bail!("--n must be in 1..={} (the bundled images after one warmup batch)", ds.len - batch);
+    }
+    net.features_u8(&ds.images[..batch * px], batch, ds.height, ds.width, true, &|_| {})?; // warmup
+    let t0 = Instant::now();
+    net.features_u8(&ds.images[..n * px], n, ds.height, ds.width, true, &|_| {})?;
+    let s = t0.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({"impl": "fine", "gemm": fine_core::model::kernels::GEMM, "images": n, "batch": batch, "threads": threads, "seconds": s, "images_per_s": n as f64 / s})
     );
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! bound the im2col memory and are spread over threads; 1×1 stride-1 convs
 //! skip im2col (the input already is the `(rows, Cin)` matrix).
 
+use crate::util::gemm::{gemm, Mat};
 use super::ops::{out_size, par_chunks, Act, OutView};
 
 /// im2col chunks are sized to about this many floats (4 MiB).
@@ -109,27 +110,8 @@ impl ConvBnRelu {
             // SAFETY: lhs is (m, k) with row stride lhs_rs, self.w is (k, cout),
             // dst holds m rows of ld ≥ off + cout floats; all within bounds.
             unsafe {
-                gemm::gemm(
-                    m,
-                    self.cout,
-                    k,
-                    dst.as_mut_ptr().add(off),
-                    1,
-                    ld as isize,
-                    false,
-                    lhs.as_ptr(),
-                    1,
-                    lhs_rs as isize,
-                    self.w.as_ptr(),
-                    1,
-                    self.cout as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
+                let lhs = Mat { ptr: lhs.as_ptr(), rs: lhs_rs as isize, cs: 1 };
+                gemm(m, self.cout, k, dst.as_mut_ptr().add(off), ld, false, lhs, Mat::rows(&self.w, self.cout), 1.0, 1);
             }
             for row in dst.chunks_mut(ld) {
                 for (v, &b) in row[off..off + self.cout].iter_mut().zip(&self.b) {

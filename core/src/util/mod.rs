@@ -1,5 +1,6 @@
-//! Utilities: atomic file writes, PNG image grids, SVG line plots.
+//! Utilities: atomic file writes, matrix products, PNG image grids, SVG line plots.
 
 pub mod fsx;
+pub mod gemm;
 pub mod image;
 pub mod plot;

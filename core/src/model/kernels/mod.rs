@@ -21,7 +21,7 @@ use crate::model::store::Flat;
 use dfdx::prelude::*;
 
 mod cpu;
-pub use cpu::GEMM;
+pub use crate::util::gemm::GEMM;
 #[cfg(test)]
 mod tests;
 
