@@ -169,6 +169,17 @@ fn bench_step_prints_one_json_line() {
     let out = ok(&["bench", "step", "--graph", TINY, "--batch", "4", "--steps", "2", "--warmup", "1"]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert!(v["step_ms"].as_f64().unwrap() > 0.0 && v["images_per_s"].as_f64().unwrap() > 0.0);
+    assert!(["gemm-crate", "openblas"].contains(&v["gemm"].as_str().unwrap()), "{v}");
+}
+
+/// Needs the FID Inception weights (`scripts/fetch-inception.sh`, run by CI first).
+#[test]
+fn bench_inception_prints_one_json_line() {
+    let out = ok(&["bench", "inception", "--n", "2", "--batch", "1", "--threads", "1"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["images"], 2);
+    assert!(v["images_per_s"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(fails(&["bench", "inception", "--n", "0"]).contains("--n must be"));
 }
 
 // ---------------------------------------------------------------------------
