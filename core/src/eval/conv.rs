@@ -7,8 +7,8 @@
 //! bound the im2col memory and are spread over threads; 1×1 stride-1 convs
 //! skip im2col (the input already is the `(rows, Cin)` matrix).
 
-use crate::util::gemm::{gemm, Mat};
 use super::ops::{out_size, par_chunks, Act, OutView};
+use crate::util::gemm::{gemm, Mat};
 
 /// im2col chunks are sized to about this many floats (4 MiB).
 const COL_CHUNK_FLOATS: usize = 1 << 20;

@@ -95,7 +95,6 @@ pub unsafe fn gemm(
     );
 }
 
-
 /// Which library runs the large matrix products.
 pub const GEMM: &str = if cfg!(feature = "openblas") { "openblas" } else { "gemm-crate" };
 

@@ -11,7 +11,6 @@ use dfdx::shapes::HasShape;
 
 pub use crate::util::gemm::{gemm, threads, Mat};
 
-
 /// The values of a contiguous tensor (one memcpy; dfdx's `as_vec` walks
 /// strides element by element). Callers make tensors contiguous first.
 pub fn host<S: dfdx::shapes::Shape, T>(x: &dfdx::tensor::Tensor<S, f32, dfdx::tensor::Cpu, T>) -> Vec<f32> {
@@ -32,7 +31,6 @@ pub fn with_grad_of<S: dfdx::shapes::Shape>(
     **grads.get_or_alloc_mut(out)? = dy;
     result
 }
-
 
 /// A pointer that rayon tasks may share; each task writes a disjoint region.
 #[derive(Clone, Copy)]
