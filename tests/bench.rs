@@ -112,6 +112,8 @@ fn bad_configs_are_refused_before_any_training() {
     // Sizes a strategy cannot build: heur's k exceeds a depth; an sws stage mapping longer than the depth.
     let e = run(r#"(strategy: "heur", ancestry_opts: "k=2")"#);
     assert!(e.contains("heur") && e.contains("fmnist-tiny-d1"), "{e}");
+    let e = run(r#"(strategy: "stitch", ancestry_opts: "pool=1")"#);
+    assert!(e.contains("stitch") && e.contains("fmnist-tiny-d3") && e.contains("cannot be built"), "{e}");
     let e = run(r#"(strategy: "sws", opts: "layers_source=0:0:0:0")"#);
     assert!(e.contains("sws") && e.contains("fmnist-tiny-d1") && e.contains("layers_source"), "{e}");
     // A learngene made by another strategy.

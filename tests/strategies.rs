@@ -1,4 +1,4 @@
-//! The peer learngene strategies (`sws`, `tleg`, `heur`, `svd-independent`) end
+//! The peer learngene strategies (`sws`, `tleg`, `heur`, `svd-independent`, `stitch`) end
 //! to end through the CLI on the bundled data with tiny graphs: ancestry →
 //! learngene (with its metadata and storage model) → descendant of another
 //! depth → ordinary training; what each descendant inherits; and the bad
@@ -107,7 +107,7 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn peer_strategies_are_listed() {
     let list = ok(&["plugins", "list"]);
-    for n in ["sws", "tleg", "heur", "svd-independent"] {
+    for n in ["sws", "tleg", "heur", "svd-independent", "stitch"] {
         assert!(
             list.lines().any(|l| l.starts_with(n) && l.contains("strategy") && l.ends_with("built-in")),
             "{n}:\n{list}"
@@ -214,4 +214,41 @@ fn svd_independent_pipeline_trains_sigma_only() {
     let wide = graph_with(d, "wide", 2, 64);
     let e = fails(&["init", "--learngene", s(&lg), "--graph", s(&wide), "--out", s(&d.join("w"))]);
     assert!(e.contains("width 32") && e.contains("width 64"), "{e}");
+}
+
+#[test]
+fn stitch_pipeline_distils_a_pool_and_fits_the_stitch() {
+    let d = tempfile::tempdir().unwrap();
+    let d = d.path();
+    let (lg, l) = ancestry(d, "stitch", 3, "pool=1:2,distill_steps=4");
+    assert_eq!((l.meta["pool"].as_str(), l.meta["alpha"].as_str()), ("1:2", "0.5"));
+    // Each member was distilled in the ancestry's folder, its embeddings frozen at the ancestry's.
+    let anc = Checkpoint::load(&d.join("anc-stitch/checkpoint.safetensors")).unwrap();
+    for m in ["d1", "d2"] {
+        let ck = Checkpoint::load(&d.join(format!("anc-stitch/pool-{m}/checkpoint.safetensors"))).unwrap();
+        assert_eq!(ck.step, 4);
+        let x = &l.tensors[&format!("pool.{m}.x_embedder.proj.weight")].data;
+        assert!(x == &anc.ema["x_embedder.proj.weight"], "{m}: embedding not the ancestry's");
+        let f = &l.tensors[&format!("pool.{m}.final_layer.linear.weight")].data;
+        assert!(max_diff(f, &anc.ema["final_layer.linear.weight"]) > 0.0, "{m}: final layer did not train");
+    }
+    // Depth 3 = the 1-block member's block, a stitching layer, the 2-block member's two blocks.
+    let ck = descendant(d, &lg, 3, &[]);
+    assert_eq!(ck.graph.stitch_after, Some(0));
+    let p = "mlp.fc2.weight";
+    assert!(ck.params[&format!("blocks.0.{p}")] == l.tensors[&format!("pool.d1.blocks.0.{p}")].data);
+    assert!(ck.params[&format!("blocks.2.{p}")] == l.tensors[&format!("pool.d2.blocks.1.{p}")].data);
+    assert!(ck.params["final_layer.linear.weight"] == l.tensors["pool.d2.final_layer.linear.weight"].data);
+    // The stitch was fitted on real features: finite, and not the identity a fresh stitch starts at.
+    let w = &ck.params["stitch.weight"];
+    let eye: Vec<f32> = (0..32 * 32).map(|i| if i % 33 == 0 { 1.0 } else { 0.0 }).collect();
+    assert!(w.iter().all(|v| v.is_finite()) && max_diff(w, &eye) > 1e-3);
+    // A member's depth is that member, whole, without a stitch.
+    assert_eq!(descendant(d, &lg, 2, &[]).graph.stitch_after, None);
+    // Depth 4 > 1 + 2 cannot be stitched from this pool; members cannot be deeper than the ancestry.
+    let g4 = graph_with(d, "four", 4, 32);
+    let e = fails(&["init", "--learngene", s(&lg), "--graph", s(&g4), "--out", s(&d.join("bad"))]);
+    assert!(e.contains("depth 4 cannot be built from the pool [1, 2]") && !d.join("bad").exists(), "{e}");
+    let e = refused(d, &["pretrain", "--strategy", "stitch", "--graph", s(&graph_with(d, "two", 2, 32))], "pool=1:3");
+    assert!(e.contains("member depth 3 exceeds the ancestry depth 2"), "{e}");
 }

@@ -164,7 +164,9 @@ pub fn extract(
     }
     let opts = Options::from_ron(&info, ck.extra.get("strategy_opts").map(String::as_str).unwrap_or(""))?;
     let values = if no_ema { &ck.params } else { &ck.ema };
-    let leaves = st::values_as_tensors(&ck.spec, values)?;
+    let mut leaves = st::values_as_tensors(&ck.spec, values)?;
+    let pool = distill_pool(strategy, ck, &leaves, &opts, run)?;
+    leaves.extend(pool);
     let mut lg = strategy.extract(&ck.graph, &ck.spec, &leaves, &opts)?;
     lg.meta.insert("source_graph".into(), graph::load::to_ron(&ck.graph));
     lg.meta.insert("source_run".into(), run.display().to_string());
@@ -172,6 +174,51 @@ pub fn extract(
     lg.meta.insert("steps".into(), ck.step.to_string());
     lg.meta.insert("weights".into(), if no_ema { "live" } else { "ema" }.into());
     Ok(lg)
+}
+
+/// The strategy's pool members (if any), each distilled from the ancestry
+/// `leaves` in `RUN/pool-NAME` (resumed when interrupted), as `pool.NAME.*` leaves.
+fn distill_pool(
+    strategy: &dyn fine_plugin_api::Strategy,
+    ck: &Checkpoint,
+    leaves: &fine_plugin_api::Tensors,
+    opts: &Options,
+    run: &std::path::Path,
+) -> Result<fine_plugin_api::Tensors> {
+    let members = strategy.pool(&ck.graph, &ck.spec, leaves, opts)?;
+    for m in &members {
+        st::pool::check_member(&ck.graph, m)?;
+    }
+    let mut out = fine_plugin_api::Tensors::new();
+    for (i, m) in members.iter().enumerate() {
+        let teacher = st::pool::teacher(run::cpu(), &ck.graph, &ck.spec, leaves, m.alpha)?;
+        let dir = RunDir(run.join(format!("pool-{}", m.name)));
+        let mut t = if run::has_run(&dir.0) {
+            let mut t = Trainer::from_checkpoint(run::cpu(), Checkpoint::load(&dir.checkpoint())?)?;
+            if t.extra.get("pool_member") != Some(&m.name) || t.dit.graph != m.graph {
+                bail!("{} holds another run than pool member `{}`; delete it", dir.0.display(), m.name);
+            }
+            t.teacher = Some(teacher);
+            t
+        } else {
+            let cfg = TrainConfig { seed: ck.train.seed.wrapping_add(1 + i as u64), ..ck.train.clone() };
+            let t = st::pool::member_trainer(run::cpu(), m, teacher, cfg)?;
+            std::fs::create_dir_all(&dir.0).with_context(|| format!("creating {}", dir.0.display()))?;
+            run::write_run_ron(&dir, &t)?;
+            t
+        };
+        eprintln!(
+            "distilling pool member `{}` ({}) from the ancestry: {} steps, α = {} → {}",
+            m.name,
+            m.graph.name,
+            m.steps,
+            m.alpha,
+            dir.0.display()
+        );
+        run::train_loop(&mut t, &dir, m.steps, &format!("pool {}", m.name))?;
+        out.extend(st::pool::member_leaves(m, &t.ema_store()?)?);
+    }
+    Ok(out)
 }
 
 /// Storage of n descendants kept whole vs one learngene plus n per-model
@@ -242,18 +289,18 @@ pub fn init(a: InitArgs, reg: &Registry) -> Result<()> {
         .with_context(|| format!("learngene {} needs its strategy", a.learngene.display()))?;
     let info = strategy.info();
     let opts = Options::parse(&info, &a.strategy_opts)?;
-    let g = graph::load::from_file(&a.graph)?;
-    let dit = Dit::new(&g);
+    let target = graph::load::from_file(&a.graph)?;
     let dir = RunDir(a.out.clone());
     if run::has_run(&a.out) {
         bail!("{} already holds a model; pass another --out", a.out.display());
     }
-    let t0 = Instant::now();
-    let desc = strategy
-        .descendant(&lg, &g, &st::weights_of(&dit), &opts)
-        .with_context(|| format!("building a descendant of {} from {}", g.name, a.learngene.display()))?;
     let mut cfg = a.config.as_deref().map(load_config).transpose()?.unwrap_or_default();
     a.over.apply(&mut cfg)?;
+    let t0 = Instant::now();
+    let probe_data = || fine_core::data::load(&cfg.data, fine_core::data::Split::Train);
+    let (dit, desc) = st::build_descendant(strategy, &lg, &target, &opts, probe_data, cfg.seed)
+        .with_context(|| format!("building a descendant of {} from {}", target.name, a.learngene.display()))?;
+    let g = dit.graph.clone();
     let init_steps = a.init_steps.unwrap_or(desc.init_steps);
     cfg.steps = init_steps.max(1);
     cfg.ckpt_every = cfg.steps;

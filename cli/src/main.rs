@@ -75,6 +75,7 @@ fn link_builtins() {
     fine_strategy_sws::link();
     fine_strategy_tleg::link();
     fine_strategy_heur::link();
+    fine_strategy_stitch::link();
     fine_strategy_svd_independent::link();
 }
 

@@ -27,6 +27,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use config::{BenchConfig, Row};
 use fine_core::checkpoint::Checkpoint;
+use fine_core::data::Dataset;
 use fine_core::graph::{self, Graph};
 use fine_core::model::store::CpuDevice;
 use fine_core::model::{Dit, ParamStore};
@@ -103,14 +104,15 @@ pub fn run(a: BenchLearngeneArgs, reg: &Registry) -> Result<()> {
     let mut datasets = BTreeMap::new();
     for d in std::iter::once(&cfg.data).chain(cfg.rows.iter().filter_map(|r| r.data.as_ref())) {
         if !datasets.contains_key(d) {
-            fine_core::data::load(d, fine_core::data::Split::Train)
+            let set = fine_core::data::load(d, fine_core::data::Split::Train)
                 .with_context(|| format!("{}: data `{d}`", a.config.display()))?;
-            datasets.insert(d.clone(), ());
+            datasets.insert(d.clone(), set);
         }
     }
     let mut rows = Vec::new();
     for r in &cfg.rows {
-        let p = prepare(r, &anc_graph, &sizes, reg)
+        let data = &datasets[r.data.as_ref().unwrap_or(&cfg.data)];
+        let p = prepare(r, &anc_graph, &sizes, data, reg)
             .with_context(|| format!("{}: row `{}`", a.config.display(), r.label()))?;
         rows.push(p);
     }
@@ -147,7 +149,8 @@ pub fn run(a: BenchLearngeneArgs, reg: &Registry) -> Result<()> {
             for &seed in &cfg.seeds {
                 k += 1;
                 eprintln!("[{k}/{total_runs}] {} → {} seed {seed}", p.row.label(), g.name);
-                results.push(descendant(p, g, seed, &cfg, &out, &mut scorer)?);
+                let data = &datasets[p.row.data.as_ref().unwrap_or(&cfg.data)];
+                results.push(descendant(p, g, seed, &cfg, &out, data, &mut scorer)?);
             }
         }
     }
@@ -158,7 +161,7 @@ pub fn run(a: BenchLearngeneArgs, reg: &Registry) -> Result<()> {
 }
 
 /// Resolves a row's strategy and options and dry-runs every size.
-fn prepare<'a>(r: &Row, anc: &Graph, sizes: &[Graph], reg: &'a Registry) -> Result<Prepared<'a>> {
+fn prepare<'a>(r: &Row, anc: &Graph, sizes: &[Graph], data: &Dataset, reg: &'a Registry) -> Result<Prepared<'a>> {
     let strategy = reg.strategy(&r.strategy)?;
     let info = strategy.info();
     let anc_opts = Options::parse(&info, &r.ancestry_opts).context("ancestry_opts")?;
@@ -185,13 +188,16 @@ fn prepare<'a>(r: &Row, anc: &Graph, sizes: &[Graph], reg: &'a Registry) -> Resu
             spec.validate(&dit.weight_shapes()).context("the strategy's ancestry parameterization")?;
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
             let store = ParamStore::init(run::cpu(), spec.clone(), &mut rng)?;
-            strategy.extract(anc, &spec, &st::leaves_as_tensors(&store)?, &anc_opts).context("extract")?
+            let mut leaves = st::leaves_as_tensors(&store)?;
+            for m in strategy.pool(anc, &spec, &leaves, &anc_opts).context("pool")? {
+                st::pool::check_member(anc, &m)?;
+                leaves.extend(st::pool::untrained_member_leaves(&m)?);
+            }
+            strategy.extract(anc, &spec, &leaves, &anc_opts).context("extract")?
         }
     };
     for g in sizes {
-        let dit = Dit::new(g);
-        let d = strategy
-            .descendant(&dry, g, &st::weights_of(&dit), &opts)
+        let (dit, d) = st::build_descendant(strategy, &dry, g, &opts, || Ok(data.clone()), 0)
             .with_context(|| format!("cannot build size `{}`", g.name))?;
         d.spec.validate(&dit.weight_shapes()).with_context(|| format!("size `{}`", g.name))?;
     }
@@ -287,6 +293,7 @@ fn descendant(
     seed: u64,
     cfg: &BenchConfig,
     out: &Path,
+    train_data: &Dataset,
     scorer: &mut score::Scorer,
 ) -> Result<RunResult> {
     let label = p.row.label();
@@ -303,14 +310,13 @@ fn descendant(
         std::fs::remove_dir_all(&dir).with_context(|| format!("clearing the unfinished run {}", dir.display()))?;
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let dit = Dit::new(g);
     let steps = cfg.train.steps.unwrap_or(1);
     let tcfg = phase_config(&cfg.train, &data, seed, steps);
     let t0 = Instant::now();
     let (mut t, init_steps, init_trainable) = match (&p.learngene, p.strategy) {
         (Some(lg), Some(s)) => {
             let opts = p.opts.as_ref().ok_or_else(|| anyhow!("row without options"))?;
-            let d = s.descendant(lg, g, &st::weights_of(&dit), opts)?;
+            let (dit, d) = st::build_descendant(s, lg, g, opts, || Ok(train_data.clone()), seed)?;
             let init_steps = cfg.init.steps.unwrap_or(d.init_steps);
             let mut store = st::descendant_store(run::cpu(), &dit, &d, seed)?;
             let trainable = store.num_trainable();

@@ -45,6 +45,10 @@ pub fn param_shapes(g: &Graph) -> Vec<(String, Vec<usize>)> {
         push(format!("{b}.adaLN_modulation.1.weight"), &[6 * d, d]);
         push(format!("{b}.adaLN_modulation.1.bias"), &[6 * d]);
     }
+    if g.stitch_after.is_some() {
+        push("stitch.weight".into(), &[d, d]);
+        push("stitch.bias".into(), &[d]);
+    }
     let out = out_patch_dim(g);
     push("final_layer.linear.weight".into(), &[out, d]);
     push("final_layer.linear.bias".into(), &[out]);
@@ -69,7 +73,7 @@ pub fn param_count(g: &Graph) -> usize {
 pub fn param_groups(g: &Graph) -> [(&'static str, usize); 3] {
     let mut groups = [("embeddings", 0), ("blocks", 0), ("final layer", 0)];
     for (name, shape) in param_shapes(g) {
-        let i = if name.starts_with("blocks.") {
+        let i = if name.starts_with("blocks.") || name.starts_with("stitch.") {
             1
         } else if name.starts_with("final_layer.") {
             2
@@ -105,7 +109,8 @@ pub fn flops_per_image(g: &Graph) -> Flops {
         + mm(t, hm, d) // fc1
         + mm(t, d, hm); // fc2
     let final_layer = mm(1, 2 * d, d) + mm(t, out_patch_dim(g), d);
-    let forward = embed + g.depth as u64 * block + final_layer;
+    let stitch = if g.stitch_after.is_some() { mm(t, d, d) } else { 0 };
+    let forward = embed + g.depth as u64 * block + stitch + final_layer;
     Flops { forward, training: 3 * forward }
 }
 
@@ -132,6 +137,9 @@ pub fn describe(g: &Graph) -> String {
         g.head_dim(),
         g.mlp_hidden()
     );
+    if let Some(k) = g.stitch_after {
+        s += &format!("  stitch       linear {0}→{0} between blocks {k} and {1}\n", g.hidden, k + 1);
+    }
     s += &format!("  classes      {}{null}\n", g.conditioning.num_classes);
     s += &format!("  parameters   {} ({})\n", thousands(n as u64), human(n as f64));
     for (group, count) in param_groups(g) {

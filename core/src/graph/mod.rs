@@ -38,5 +38,6 @@ pub(crate) fn test_graph(
         conditioning: Conditioning { num_classes: 10, label_dropout: 0.1 },
         block: BlockSpec::default(),
         timestep: TimestepSpec::default(),
+        stitch_after: None,
     }
 }

@@ -26,6 +26,7 @@ pub fn problems(g: &Graph) -> Vec<String> {
     check_mlp(g, &mut out);
     check_conditioning(g, &mut out);
     check_block_and_timestep(g, &mut out);
+    check_stitch(g, &mut out);
     out
 }
 
@@ -97,6 +98,19 @@ fn check_block_and_timestep(g: &Graph, out: &mut Vec<String>) {
     }
 }
 
+/// A stitching layer sits between two blocks.
+fn check_stitch(g: &Graph, out: &mut Vec<String>) {
+    if let Some(k) = g.stitch_after {
+        if g.depth > 0 && k + 1 >= g.depth {
+            out.push(format!(
+                "stitch_after ({k}) must name a block followed by another (0..={}); the graph has depth {}",
+                g.depth.saturating_sub(2),
+                g.depth
+            ));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,7 +168,7 @@ mod tests {
     #[test]
     fn ranges_are_checked() {
         type Case = (fn(&mut Graph), &'static str);
-        let cases: [Case; 9] = [
+        let cases: [Case; 10] = [
             (|g| g.mlp_ratio = 0.0, "mlp_ratio (0)"),
             (|g| g.mlp_ratio = f64::NAN, "mlp_ratio (NaN)"),
             (|g| g.mlp_ratio = 0.01, "MLP hidden width of 0"),
@@ -163,6 +177,7 @@ mod tests {
             (|g| g.conditioning.num_classes = 0, "conditioning.num_classes"),
             (|g| g.timestep.freq_dim = 255, "timestep.freq_dim (255)"),
             (|g| g.timestep.freq_dim = 0, "timestep.freq_dim (0)"),
+            (|g| g.stitch_after = Some(1), "stitch_after (1) must name a block followed by another (0..=0)"),
             (|g| g.block.norm_eps = 0.0, "block.norm_eps (0)"),
         ];
         for (set, expected) in cases {

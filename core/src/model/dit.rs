@@ -6,12 +6,14 @@
 //! y (B) ─────────────────────y_embedder─▶ (B, D) ┴▶ c = t + y
 //! (B, T, D) ─blocks[0..L](·, SiLU(c))─▶ (B, T, D) ─final_layer─▶ (B·T, p·p·C)
 //! ```
+//! A graph with `stitch_after: Some(k)` applies the linear `stitch` (D → D) to
+//! every token between blocks k and k+1 (Learngene Pool's stitching layer).
 //! The output stays in DiT's pre-unpatchify layout (columns (i, j, c)); the
 //! loss compares it with the target noise rearranged the same way, which is
 //! exactly the MSE after `unpatchify` (a permutation).
 
 use super::init::dit_init;
-use super::layers::{block::DitBlock, embed, final_layer::FinalLayer, linear::Linear, silu, T2};
+use super::layers::{block::DitBlock, embed, final_layer::FinalLayer, linear::Linear, silu, T2, T3};
 use super::{Backend, Params};
 use crate::graph::{cost::param_shapes, Graph};
 use anyhow::{bail, Result};
@@ -27,6 +29,7 @@ pub struct Dit {
     t_embedder: embed::TimestepEmbedder,
     y_embedder: embed::LabelEmbedder,
     blocks: Vec<DitBlock>,
+    stitch: Option<(usize, Linear)>,
     final_layer: FinalLayer,
     pos_embed: Vec<f32>, // (T, D), fixed
 }
@@ -46,6 +49,7 @@ impl Dit {
             blocks: (0..g.depth)
                 .map(|i| DitBlock::new(i, d, g.heads, g.mlp_hidden(), g.block.qkv_bias, g.block.norm_eps))
                 .collect(),
+            stitch: g.stitch_after.map(|k| (k, Linear::new("stitch", d, d))),
             final_layer: FinalLayer::new(d, g.patch_size * g.patch_size * g.out_channels(), g.block.norm_eps),
             pos_embed: embed::sincos_2d(d, gh, gw),
         }
@@ -89,6 +93,38 @@ impl Dit {
         t: &[f32],
         y: &[usize],
     ) -> Result<T2<D, T>> {
+        let (h, c_silu) = self.trunk(p, x, t, y, self.blocks.len())?;
+        self.final_layer.forward(p, h, c_silu) // (B·T, p·p·C)
+    }
+
+    /// The token stream after the first `blocks` blocks (0: the patch
+    /// embedding plus positions), as (B·T, D) rows without gradient tracking:
+    /// the features Learngene Pool fits its stitching layers on.
+    pub fn tokens_after<D: Backend>(
+        &self,
+        p: &Params<D, NoneTape>,
+        x: &[f32],
+        t: &[f32],
+        y: &[usize],
+        blocks: usize,
+    ) -> Result<Vec<f32>> {
+        if blocks > self.blocks.len() {
+            bail!("the graph `{}` has {} blocks, not {blocks}", self.graph.name, self.blocks.len());
+        }
+        let (h, _) = self.trunk(p, x, t, y, blocks)?;
+        Ok(h.as_vec())
+    }
+
+    /// Embeddings and the first `n` blocks: the tokens (B, T, D) and SiLU(c) (B, D).
+    #[allow(clippy::type_complexity)]
+    fn trunk<D: Backend, T: Tape<f32, D>>(
+        &self,
+        p: &Params<D, T>,
+        x: &[f32],
+        t: &[f32],
+        y: &[usize],
+        n: usize,
+    ) -> Result<(T3<D, T>, T2<D, T>)> {
         let g = &self.graph;
         let (b, d, tok) = (t.len(), g.hidden, g.tokens());
         if x.len() != b * self.image_len() || y.len() != b {
@@ -108,10 +144,13 @@ impl Dit {
 
         let c = self.t_embedder.forward(p, t)? + self.y_embedder.forward(p, y)?; // (B, D)
         let c_silu = silu(c); // every adaLN applies SiLU to c first
-        for block in &self.blocks {
+        for (i, block) in self.blocks.iter().take(n).enumerate() {
             h = block.forward(p, h, c_silu.with_empty_tape())?;
+            if let Some((_, stitch)) = self.stitch.as_ref().filter(|(k, _)| *k == i && i + 1 < n) {
+                h = stitch.forward(p, h.reshape_like(&(b * tok, d)))?.reshape_like(&(b, tok, d)); // (B, T, D)
+            }
         }
-        self.final_layer.forward(p, h, c_silu) // (B·T, p·p·C)
+        Ok((h, c_silu))
     }
 
     /// ε-prediction as NCHW images (no gradient tracking).
@@ -119,5 +158,50 @@ impl Dit {
         let g = &self.graph;
         let out = self.forward(p, x, t, y)?.as_vec();
         Ok(embed::unpatchify(&out, t.len(), g.out_channels(), g.input.height, g.input.width, g.patch_size))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::store::CpuDevice;
+    use crate::model::ParamStore;
+    use rand::SeedableRng;
+
+    /// A graph with `stitch_after` computes the plain DiT when its stitch is the
+    /// identity (its init), and something else when it is not.
+    #[test]
+    fn identity_stitch_is_the_plain_model() {
+        let g = crate::graph::test_graph(1, 8, 2, 16, 3, 2);
+        let gs = Graph { stitch_after: Some(1), ..g.clone() };
+        crate::graph::validate(&gs).unwrap();
+        let (plain, stitched) = (Dit::new(&g), Dit::new(&gs));
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let dev = CpuDevice::default();
+        let store = ParamStore::init(dev.clone(), plain.plain_parameterization(), &mut rng).unwrap();
+        let mut values = store.host_values();
+        for v in values.values_mut() {
+            v.iter_mut().enumerate().for_each(|(i, x)| *x += 0.01 * ((i % 7) as f32 - 3.0)); // no zero gates
+        }
+        let s_store = |scale: f32| {
+            let mut v = values.clone();
+            v.insert("stitch.weight".into(), (0..256).map(|i| if i % 17 == 0 { scale } else { 0.0 }).collect());
+            v.insert("stitch.bias".into(), vec![0.0; 16]);
+            ParamStore::from_values(dev.clone(), stitched.plain_parameterization(), v).unwrap()
+        };
+        let store = ParamStore::from_values(dev.clone(), plain.plain_parameterization(), values.clone()).unwrap();
+        let x: Vec<f32> = (0..2 * 64).map(|i| ((i * 37) % 19) as f32 / 9.0 - 1.0).collect();
+        let (t, y) = ([3.0f32, 500.0], [1usize, 4]);
+        let a = plain.predict(&store.view(), &x, &t, &y).unwrap();
+        let b = stitched.predict(&s_store(1.0).view(), &x, &t, &y).unwrap();
+        assert!(a.iter().zip(&b).all(|(p, q)| (p - q).abs() < 1e-6));
+        let c = stitched.predict(&s_store(2.0).view(), &x, &t, &y).unwrap();
+        assert!(a.iter().zip(&c).any(|(p, q)| (p - q).abs() > 1e-3));
+        // Tokens after 2 blocks are taken before the stitch; after 3, past it.
+        let k2 = stitched.tokens_after(&s_store(2.0).view(), &x, &t, &y, 2).unwrap();
+        assert_eq!(k2, plain.tokens_after(&store.view(), &x, &t, &y, 2).unwrap());
+        assert_eq!(k2.len(), 2 * 16 * 16);
+        assert!(stitched.tokens_after(&store.view(), &x, &t, &y, 4).is_err());
+        assert_eq!(crate::graph::param_count(&gs), crate::graph::param_count(&g) + 16 * 16 + 16);
     }
 }

@@ -12,6 +12,7 @@
 //! | `t_embedder.mlp.{0,2}.weight` | Normal(0, 0.02²) |
 //! | `blocks.*.adaLN_modulation.1.{weight,bias}` | zero (adaLN-Zero: every block starts as identity) |
 //! | `final_layer.adaLN_modulation.1.*`, `final_layer.linear.*` | zero (the model starts predicting 0) |
+//! | `stitch.weight` (D, D), `stitch.bias` (graphs with `stitch_after`) | identity, zero (a fresh stitch passes tokens through) |
 //! | `pos_embed` | fixed 2-D sin-cos, not a parameter (see `layers::embed`) |
 
 use crate::graph::Graph;
@@ -22,6 +23,9 @@ pub fn dit_init(name: &str, shape: &[usize], g: &Graph) -> Init {
     if name == "x_embedder.proj.bias" {
         let a = 1.0 / (g.patch_dim() as f32).sqrt();
         return Init::Uniform { lo: -a, hi: a };
+    }
+    if name == "stitch.weight" {
+        return Init::Eye;
     }
     let is_bias = name.ends_with(".bias");
     if name.contains("adaLN_modulation") || name.starts_with("final_layer.linear") || is_bias {

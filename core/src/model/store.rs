@@ -62,6 +62,13 @@ pub fn sample_init(init: &Init, n: usize, rng: &mut impl Rng) -> Result<Vec<f32>
             let d = Uniform::new_inclusive(-a, a);
             (0..n).map(|_| d.sample(rng)).collect()
         }
+        Init::Eye => {
+            let side = (n as f64).sqrt() as usize;
+            if side * side != n {
+                bail!("identity init needs a square leaf, this one has {n} values");
+            }
+            (0..n).map(|i| if i % (side + 1) == 0 { 1.0 } else { 0.0 }).collect()
+        }
         Init::Uniform { lo, hi } => {
             if !(lo < hi) {
                 bail!("Uniform init needs lo < hi, got {lo}..{hi}");

@@ -1,12 +1,18 @@
 //! The host side of learngene strategies: what the runtime does around a
 //! [`fine_plugin_api::Strategy`] — weight lists, learngene files, building a
 //! descendant's store, and materializing any parameterization into a plain DiT.
+//! [`pool`] runs the optional hooks (pool distillation, feature probes) and
+//! [`build_descendant`] puts a descendant together with them.
 
+pub mod pool;
+
+use crate::data::Dataset;
+use crate::graph::Graph;
 use crate::model::{Backend, Dit, ParamStore, Parameterization};
 use anyhow::{anyhow, bail, Context, Result};
 use dfdx::prelude::NoneTape;
 use fine_plugin_api::tensors::{from_safetensors, to_safetensors, Tensor, Tensors};
-use fine_plugin_api::{Descendant, Learngene, WeightSpec};
+use fine_plugin_api::{Descendant, Learngene, Options, Strategy, WeightSpec};
 use rand::SeedableRng;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -36,17 +42,55 @@ pub fn values_as_tensors(spec: &Parameterization, values: &BTreeMap<String, Vec<
         .collect()
 }
 
+/// A descendant of `target` by `s` from `lg`, with the optional hooks run:
+/// the strategy's graph (`descendant_graph`), its probes on `data` (drawn with
+/// `seed`), then `descendant_probed`. Returns the descendant's model and
+/// parameterization. `data` is called only when the strategy asks for probes.
+pub fn build_descendant(
+    s: &dyn Strategy,
+    lg: &Learngene,
+    target: &Graph,
+    opts: &Options,
+    data: impl FnOnce() -> Result<Dataset>,
+    seed: u64,
+) -> Result<(Dit, Descendant)> {
+    let g = s.descendant_graph(lg, target, opts)?;
+    crate::graph::validate(&g).context("the strategy's descendant graph")?;
+    if (g.input != target.input) || g.patch_size != target.patch_size || g.conditioning != target.conditioning {
+        bail!("the strategy changed the input, patch size or classes of `{}`", target.name);
+    }
+    let dit = Dit::new(&g);
+    let req = s.probes(lg, &g, opts)?;
+    let features = if req.probes.is_empty() {
+        Tensors::new()
+    } else {
+        pool::run_probes(&lg.tensors, &req, &data()?, seed)?
+    };
+    let d = s.descendant_probed(lg, &g, &weights_of(&dit), opts, &features)?;
+    Ok((dit, d))
+}
+
 /// Builds a descendant's store: leaves drawn from their `Init` with `seed`,
 /// then every value the strategy provided put in place (shapes checked).
 pub fn descendant_store<D: Backend>(dev: D, dit: &Dit, d: &Descendant, seed: u64) -> Result<ParamStore<D>> {
-    d.spec
-        .validate(&dit.weight_shapes())
+    store_from(dev, dit, &d.spec, &d.values, seed)
+}
+
+/// Leaves of `spec` drawn from their `Init` with `seed`, then `values` put in place.
+pub fn store_from<D: Backend>(
+    dev: D,
+    dit: &Dit,
+    spec: &Parameterization,
+    values: &Tensors,
+    seed: u64,
+) -> Result<ParamStore<D>> {
+    spec.validate(&dit.weight_shapes())
         .context("the strategy's descendant parameterization does not fit the target graph")?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(u64::MAX);
-    let mut store = ParamStore::init(dev, d.spec.clone(), &mut rng)?;
-    let shapes = d.spec.leaf_shapes();
-    for (name, t) in &d.values {
+    let mut store = ParamStore::init(dev, spec.clone(), &mut rng)?;
+    let shapes = spec.leaf_shapes();
+    for (name, t) in values {
         match shapes.get(name) {
             None => bail!("the strategy gave a value for `{name}`, which is not a leaf of the descendant"),
             Some(s) if s.iter().product::<usize>() != t.data.len() => {

@@ -1,7 +1,8 @@
 //! Training: run configuration, AdamW with clipping and LR schedule, EMA, the
-//! loop, the loss, and the held-out loss.
+//! loop, the loss, the held-out loss, and distillation from a teacher.
 
 pub mod config;
+pub mod distill;
 pub mod ema;
 pub mod heldout;
 pub mod loss;
@@ -9,4 +10,5 @@ pub mod optim;
 pub mod trainer;
 
 pub use config::{LrSchedule, TrainConfig};
+pub use distill::Teacher;
 pub use trainer::{StepStats, Trainer};

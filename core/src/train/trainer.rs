@@ -51,6 +51,9 @@ pub struct Trainer<D: Backend> {
     pub extra: BTreeMap<String, String>,
     /// Training data.
     pub data: Dataset,
+    /// Distil from this teacher (target blended with its prediction); not
+    /// checkpointed: whoever resumes a distillation run attaches it again.
+    pub teacher: Option<super::Teacher<D>>,
     sched: NoiseSchedule,
     perm: (usize, Vec<usize>),
 }
@@ -152,7 +155,7 @@ impl<D: Backend> Trainer<D> {
             );
         }
         let sched = NoiseSchedule::new(cfg.beta_schedule, cfg.diffusion_steps);
-        Ok(Self { dit, cfg, store, opt, ema, step, extra, data, sched, perm: (usize::MAX, Vec::new()) })
+        Ok(Self { dit, cfg, store, opt, ema, step, extra, data, teacher: None, sched, perm: (usize::MAX, Vec::new()) })
     }
 
     /// The noise schedule.
@@ -200,7 +203,11 @@ impl<D: Backend> Trainer<D> {
         self.sched.add_noise(&x0, &eps, &t, &mut x_t);
         let tf: Vec<f32> = t.iter().map(|&v| v as f32).collect();
 
-        let (loss, mut grads) = loss::eps_mse_and_grads(&self.dit, &self.store, &x_t, &tf, &y, &eps)?;
+        let target = match &self.teacher {
+            Some(teacher) => teacher.target(&x_t, &tf, &y, &eps)?,
+            None => eps,
+        };
+        let (loss, mut grads) = loss::eps_mse_and_grads(&self.dit, &self.store, &x_t, &tf, &y, &target)?;
         if !loss.is_finite() {
             bail!("loss became {loss} at step {}: lower the learning rate or enable grad_clip", s + 1);
         }

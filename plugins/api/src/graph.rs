@@ -33,6 +33,12 @@ pub struct Graph {
     /// Sinusoidal timestep embedding.
     #[serde(default)]
     pub timestep: TimestepSpec,
+    /// A linear stitching layer (Learngene Pool, arXiv 2312.05743) on the token
+    /// stream between block `k` and block `k + 1` (0-based): weights
+    /// `stitch.weight` (D, D) and `stitch.bias` (D), starting as the identity.
+    /// Absent (the default): a plain DiT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stitch_after: Option<usize>,
 }
 
 /// Input tensor shape `(C, H, W)`.

@@ -25,7 +25,7 @@ pub use graph::Graph;
 pub use info::{OptionSpec, Options, PluginInfo, PluginKind};
 pub use param::{Expr, Init, LeafSpec, Parameterization};
 pub use sampler::{EpsFn, Sampler, SamplerContext};
-pub use strategy::{Descendant, Learngene, Strategy, WeightSpec};
+pub use strategy::{Descendant, Learngene, PoolMember, Probe, Probes, Strategy, WeightSpec};
 pub use tensors::Tensors;
 
 // Re-exported for the macros.

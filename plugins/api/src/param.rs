@@ -32,6 +32,8 @@ pub enum Init {
     XavierUniform { fan_in: usize, fan_out: usize },
     /// Uniform(lo, hi).
     Uniform { lo: f32, hi: f32 },
+    /// The identity matrix (a square 2-D leaf; a stitching layer's start).
+    Eye,
 }
 
 /// One tensor in the store.

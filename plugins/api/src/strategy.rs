@@ -9,6 +9,15 @@
 //! `descendant` for each target graph → host trains the leaves marked
 //! trainable for `init_steps` → host materializes a plain model (every weight
 //! evaluated from its expression) → ordinary training.
+//!
+//! Three optional hooks serve methods that need the host to run models
+//! (Learngene Pool): [`Strategy::pool`] asks for models distilled from the
+//! trained ancestry before `extract`; [`Strategy::descendant_graph`] may change
+//! the target graph (e.g. add a stitching layer); [`Strategy::probes`] asks for
+//! token features of learngene models on real data, handed to
+//! [`Strategy::descendant_probed`]. Their defaults do nothing, so other
+//! strategies (and dynamic-library plugins, whose ABI carries only the four
+//! required methods) are unaffected.
 
 use crate::graph::Graph;
 use crate::info::{Options, PluginInfo};
@@ -55,6 +64,51 @@ pub struct Descendant {
     pub init_steps: usize,
 }
 
+/// A model the host distils from the trained ancestry before `extract`
+/// (Learngene Pool's auxiliary models). The teacher is the ancestry itself
+/// (the weights `extract` would see); the member's trained (EMA) weights reach
+/// `extract` as extra leaves named `pool.{name}.{weight}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolMember {
+    /// Name, used in tensor names (letters, digits, `-`, `_`).
+    pub name: String,
+    /// The member's graph: same input, patch size and classes as the ancestry.
+    /// It is a plain model (one leaf per weight, DiT's initialization).
+    pub graph: Graph,
+    /// Start values of some weights (e.g. taken from the ancestry); the others are drawn from DiT's init.
+    pub values: Tensors,
+    /// Weights kept at their start values during distillation.
+    pub frozen: Vec<String>,
+    /// Distillation steps (data, batch and learning rate are the ancestry's).
+    pub steps: usize,
+    /// Weight α of the teacher term: target = (1−α)·ε + α·ε_teacher.
+    pub alpha: f32,
+}
+
+/// A request for token features: run the plain model whose weights are the
+/// learngene tensors `{prefix}{weight}` on noisy real training images and
+/// return its token stream after `blocks` blocks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    /// Name of the returned tensor, shape (images·T, D).
+    pub name: String,
+    /// Graph of the probed model.
+    pub graph: Graph,
+    /// Prefix of its weights among the learngene's tensors, e.g. `pool.a.`.
+    pub prefix: String,
+    /// Blocks run before the tokens are taken (0: embedded patches plus positions).
+    pub blocks: usize,
+}
+
+/// Feature requests; every probe sees the same images, timesteps, noise and labels.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Probes {
+    /// Training images to run (drawn with the descendant's seed).
+    pub images: usize,
+    /// The requests.
+    pub probes: Vec<Probe>,
+}
+
 /// A learngene method.
 pub trait Strategy: Send + Sync {
     /// Name, kind, version, options.
@@ -71,4 +125,38 @@ pub trait Strategy: Send + Sync {
         weights: &[WeightSpec],
         opts: &Options,
     ) -> Result<Descendant>;
+
+    /// Models to distil from the trained ancestry (`leaves` of `spec` on
+    /// `graph`) before `extract`. Default: none.
+    fn pool(&self, graph: &Graph, spec: &Parameterization, leaves: &Tensors, opts: &Options) -> Result<Vec<PoolMember>> {
+        let _ = (graph, spec, leaves, opts);
+        Ok(Vec::new())
+    }
+
+    /// The graph a descendant of `target` actually has (e.g. `target` plus a
+    /// stitching layer). Default: `target` itself.
+    fn descendant_graph(&self, learngene: &Learngene, target: &Graph, opts: &Options) -> Result<Graph> {
+        let _ = (learngene, opts);
+        Ok(target.clone())
+    }
+
+    /// Features to compute before building a descendant of `target` (the graph
+    /// from `descendant_graph`). Default: none.
+    fn probes(&self, learngene: &Learngene, target: &Graph, opts: &Options) -> Result<Probes> {
+        let _ = (learngene, target, opts);
+        Ok(Probes::default())
+    }
+
+    /// `descendant` given the features asked for by `probes`. Default: `descendant`.
+    fn descendant_probed(
+        &self,
+        learngene: &Learngene,
+        target: &Graph,
+        weights: &[WeightSpec],
+        opts: &Options,
+        features: &Tensors,
+    ) -> Result<Descendant> {
+        let _ = features;
+        self.descendant(learngene, target, weights, opts)
+    }
 }
