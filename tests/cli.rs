@@ -170,6 +170,28 @@ fn bench_step_prints_one_json_line() {
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert!(v["step_ms"].as_f64().unwrap() > 0.0 && v["images_per_s"].as_f64().unwrap() > 0.0);
     assert!(["gemm-crate", "openblas"].contains(&v["gemm"].as_str().unwrap()), "{v}");
+    assert_eq!(v["device"], "cpu");
+    let out =
+        ok(&["--device", "cpu", "bench", "step", "--graph", TINY, "--batch", "2", "--steps", "1", "--warmup", "0"]);
+    assert!(out.contains("\"device\":\"cpu\""), "{out}");
+}
+
+/// `--device` on a command that computes: a bad name is a parse error; CUDA
+/// in a CPU-only build says how to get a CUDA build, before anything is written.
+#[test]
+fn device_flag_is_checked() {
+    let o = fine(&["--device", "gpu", "bench", "step", "--graph", TINY]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.code() == Some(2) && e.contains("`gpu` is not `cpu`, `cuda` or `cuda:N`"), "{e}");
+    if cfg!(feature = "cuda") {
+        eprintln!("skipped: this test build has the `cuda` feature; GPU checks are scripts/gpu-check.sh");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("run");
+    let e = fails(&["train", "--device", "cuda:1", "--graph", TINY, "--out", s(&out), "--steps", "1"]);
+    assert!(e.contains("device `cuda:1`") && e.contains("scripts/build-cuda.sh"), "{e}");
+    assert!(!out.exists());
 }
 
 /// Needs the FID Inception weights (`scripts/fetch-inception.sh`, run by CI first).

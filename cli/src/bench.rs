@@ -53,9 +53,20 @@ pub fn run(cmd: BenchCmd, reg: &fine_core::plugin::Registry) -> Result<()> {
         BenchCmd::Learngene(a) => return crate::bench_learngene::run(a, reg),
         BenchCmd::Inception { n, batch, threads } => return inception(n, batch, threads),
     };
-    let g = graph::load::from_file(&gpath)?;
+    fine_core::on_device!(run::device(), |dev| step(dev, &gpath, batch, steps, warmup))
+}
+
+/// `fine bench step`.
+fn step<D: fine_core::model::Backend>(
+    dev: D,
+    gpath: &std::path::Path,
+    batch: usize,
+    steps: usize,
+    warmup: usize,
+) -> Result<()> {
+    let g = graph::load::from_file(gpath)?;
     let cfg = TrainConfig { data: "synthetic".into(), batch, steps: warmup + steps, ..Default::default() };
-    let mut t = Trainer::new(run::cpu(), &g, cfg, None)?;
+    let mut t = Trainer::new(dev, &g, cfg, None)?;
     for _ in 0..warmup {
         t.train_step()?;
     }
@@ -70,7 +81,7 @@ pub fn run(cmd: BenchCmd, reg: &fine_core::plugin::Registry) -> Result<()> {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     println!(
         "{}",
-        serde_json::json!({"impl": "fine-dfdx", "gemm": fine_core::model::kernels::GEMM, "graph": g.name, "batch": batch, "steps": steps, "threads": threads,
+        serde_json::json!({"impl": "fine-dfdx", "device": run::device().to_string(), "gemm": fine_core::model::kernels::GEMM, "graph": g.name, "batch": batch, "steps": steps, "threads": threads,
             "step_ms": median, "min_ms": ms[0], "images_per_s": batch as f64 / (median / 1e3), "params": t.store.num_values()})
     );
     Ok(())

@@ -35,8 +35,12 @@ pub struct DemoArgs {
     pub seed: u64,
 }
 
-/// Runs the demo.
+/// Runs the demo on the `--device`.
 pub fn run(a: DemoArgs, reg: &fine_core::plugin::Registry) -> Result<()> {
+    fine_core::on_device!(run::device(), |dev| run_on(a, reg, dev))
+}
+
+fn run_on<D: fine_core::model::Backend>(a: DemoArgs, reg: &fine_core::plugin::Registry, dev: D) -> Result<()> {
     let g = graph::load::from_str(DEMO_GRAPH, "graphs/fmnist-demo.ron")?;
     let cfg = TrainConfig {
         data: "bundled".into(),
@@ -55,7 +59,7 @@ pub fn run(a: DemoArgs, reg: &fine_core::plugin::Registry) -> Result<()> {
         anyhow::bail!("{} already holds a run; pass another --out (nothing was changed)", a.out.display());
     }
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let mut t = Trainer::new(run::cpu(), &g, cfg, None)?;
+    let mut t = Trainer::new(dev, &g, cfg, None)?;
     eprintln!(
         "demo: training {} ({} parameters) on the bundled Fashion-MNIST subset ({} images) for {} steps",
         g.name,

@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 use fine_core::checkpoint::Checkpoint;
 use fine_core::graph;
-use fine_core::model::{Dit, ParamStore};
+use fine_core::model::{Backend, Dit, ParamStore};
 use fine_core::plugin::Registry;
 use fine_core::strategy::{self as st, load_learngene, save_learngene};
 use fine_core::train::{TrainConfig, Trainer};
@@ -41,8 +41,12 @@ pub struct PretrainArgs {
     pub over: Overrides,
 }
 
-/// Runs `fine pretrain`.
+/// Runs `fine pretrain` on the `--device`.
 pub fn pretrain(a: PretrainArgs, reg: &Registry) -> Result<()> {
+    fine_core::on_device!(run::device(), |dev| pretrain_on(a, reg, dev))
+}
+
+fn pretrain_on<D: Backend>(a: PretrainArgs, reg: &Registry, dev: D) -> Result<()> {
     if run::has_run(&a.out) {
         bail!(
             "{} already holds a run; use `fine train --resume {}` or another --out",
@@ -58,7 +62,7 @@ pub fn pretrain(a: PretrainArgs, reg: &Registry) -> Result<()> {
     a.over.apply(&mut cfg)?;
     let dit = Dit::new(&g);
     let spec = strategy.ancestry(&g, &st::weights_of(&dit), &opts)?;
-    let mut t = Trainer::new(run::cpu(), &g, cfg, Some(spec))?;
+    let mut t = Trainer::new(dev, &g, cfg, Some(spec))?;
     t.extra = BTreeMap::from([
         ("strategy".to_string(), info.name.clone()),
         ("strategy_version".to_string(), info.version.clone()),
@@ -165,7 +169,7 @@ pub fn extract(
     let opts = Options::from_ron(&info, ck.extra.get("strategy_opts").map(String::as_str).unwrap_or(""))?;
     let values = if no_ema { &ck.params } else { &ck.ema };
     let mut leaves = st::values_as_tensors(&ck.spec, values)?;
-    let pool = distill_pool(strategy, ck, &leaves, &opts, run)?;
+    let pool = fine_core::on_device!(run::device(), |dev| distill_pool(dev, strategy, ck, &leaves, &opts, run))?;
     leaves.extend(pool);
     let mut lg = strategy.extract(&ck.graph, &ck.spec, &leaves, &opts)?;
     lg.meta.insert("source_graph".into(), graph::load::to_ron(&ck.graph));
@@ -178,7 +182,8 @@ pub fn extract(
 
 /// The strategy's pool members (if any), each distilled from the ancestry
 /// `leaves` in `RUN/pool-NAME` (resumed when interrupted), as `pool.NAME.*` leaves.
-fn distill_pool(
+fn distill_pool<D: Backend>(
+    dev: D,
     strategy: &dyn fine_plugin_api::Strategy,
     ck: &Checkpoint,
     leaves: &fine_plugin_api::Tensors,
@@ -191,10 +196,10 @@ fn distill_pool(
     }
     let mut out = fine_plugin_api::Tensors::new();
     for (i, m) in members.iter().enumerate() {
-        let teacher = st::pool::teacher(run::cpu(), &ck.graph, &ck.spec, leaves, m.alpha)?;
+        let teacher = st::pool::teacher(dev.clone(), &ck.graph, &ck.spec, leaves, m.alpha)?;
         let dir = RunDir(run.join(format!("pool-{}", m.name)));
         let mut t = if run::has_run(&dir.0) {
-            let mut t = Trainer::from_checkpoint(run::cpu(), Checkpoint::load(&dir.checkpoint())?)?;
+            let mut t = Trainer::from_checkpoint(dev.clone(), Checkpoint::load(&dir.checkpoint())?)?;
             if t.extra.get("pool_member") != Some(&m.name) || t.dit.graph != m.graph {
                 bail!("{} holds another run than pool member `{}`; delete it", dir.0.display(), m.name);
             }
@@ -202,7 +207,7 @@ fn distill_pool(
             t
         } else {
             let cfg = TrainConfig { seed: ck.train.seed.wrapping_add(1 + i as u64), ..ck.train.clone() };
-            let t = st::pool::member_trainer(run::cpu(), m, teacher, cfg)?;
+            let t = st::pool::member_trainer(dev.clone(), m, teacher, cfg)?;
             std::fs::create_dir_all(&dir.0).with_context(|| format!("creating {}", dir.0.display()))?;
             run::write_run_ron(&dir, &t)?;
             t
@@ -278,8 +283,12 @@ pub struct InitArgs {
     pub over: Overrides,
 }
 
-/// Runs `fine init`.
+/// Runs `fine init` on the `--device`.
 pub fn init(a: InitArgs, reg: &Registry) -> Result<()> {
+    fine_core::on_device!(run::device(), |dev| init_on(a, reg, dev))
+}
+
+fn init_on<D: Backend>(a: InitArgs, reg: &Registry, dev: D) -> Result<()> {
     let lg = load_learngene(&a.learngene)?;
     if let Some(want) = a.strategy.as_deref().filter(|w| *w != lg.strategy) {
         bail!("{} was made by strategy `{}`, not `{want}`", a.learngene.display(), lg.strategy);
@@ -304,7 +313,7 @@ pub fn init(a: InitArgs, reg: &Registry) -> Result<()> {
     let init_steps = a.init_steps.unwrap_or(desc.init_steps);
     cfg.steps = init_steps.max(1);
     cfg.ckpt_every = cfg.steps;
-    let store = st::descendant_store(run::cpu(), &dit, &desc, cfg.seed)?;
+    let store = st::descendant_store(dev, &dit, &desc, cfg.seed)?;
     let trainable = store.num_trainable();
     let mut extra = BTreeMap::from([
         ("strategy".to_string(), info.name.clone()),
@@ -349,10 +358,10 @@ pub fn init(a: InitArgs, reg: &Registry) -> Result<()> {
 }
 
 /// A new run starting from the weights in `from` (an `init` folder or any run).
-pub fn trainer_from(from: &std::path::Path, cfg: TrainConfig) -> Result<Trainer<fine_core::model::store::CpuDevice>> {
+pub fn trainer_from<D: Backend>(dev: D, from: &std::path::Path, cfg: TrainConfig) -> Result<Trainer<D>> {
     let ck = Checkpoint::load(&RunDir(from.to_path_buf()).checkpoint())?;
     let dit = Dit::new(&ck.graph);
-    let store = ParamStore::from_values(run::cpu(), ck.spec.clone(), ck.params.clone())?;
+    let store = ParamStore::from_values(dev, ck.spec.clone(), ck.params.clone())?;
     let plain = st::materialize(&dit, &store)?;
     let mut extra = ck.extra.clone();
     extra.insert("from".into(), from.display().to_string());

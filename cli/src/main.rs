@@ -24,6 +24,10 @@ struct Cli {
     /// Also read: $FINE_PLUGIN_PATH (colon-separated) and ~/.local/share/fine/plugins.
     #[arg(long, global = true, value_name = "PATH")]
     plugin: Vec<std::path::PathBuf>,
+    /// Device of every command that computes: `cpu`, `cuda` or `cuda:N`
+    /// (CUDA needs a build with the `cuda` feature: scripts/build-cuda.sh).
+    #[arg(long, global = true, default_value = "cpu")]
+    device: fine_core::model::device::DeviceSpec,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -99,6 +103,7 @@ fn main() {
     keep_freed_memory();
     link_builtins();
     let cli = Cli::parse();
+    run::set_device(cli.device);
     // The command runs on a rayon worker, so the kernels' parallel sections
     // share the pool's threads with the serial work instead of spinning
     // beside it (two busy threads on two cores, not three).

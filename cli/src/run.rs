@@ -8,6 +8,7 @@
 //! ```
 
 use anyhow::{Context, Result};
+use fine_core::model::device::DeviceSpec;
 use fine_core::model::Backend;
 use fine_core::train::Trainer;
 use fine_core::util::{fsx, plot};
@@ -34,7 +35,20 @@ impl RunDir {
     }
 }
 
-/// The CPU device (CUDA comes through the `cuda` feature later).
+/// The device `--device` named (set once by `main`; default CPU).
+static DEVICE: std::sync::OnceLock<DeviceSpec> = std::sync::OnceLock::new();
+
+/// Records the `--device` of this process.
+pub fn set_device(d: DeviceSpec) {
+    let _ = DEVICE.set(d);
+}
+
+/// The device this process computes on.
+pub fn device() -> DeviceSpec {
+    DEVICE.get().copied().unwrap_or_default()
+}
+
+/// The CPU device, for work that stays on the host whatever `--device` says.
 pub fn cpu() -> fine_core::model::store::CpuDevice {
     Default::default()
 }

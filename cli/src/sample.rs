@@ -50,7 +50,17 @@ pub struct SampleArgs {
 }
 
 /// Samples `n` images from a checkpoint; returns NCHW values in [-1, 1] and the labels.
+/// Runs on the `--device`.
 pub fn sample_images(ck: &Checkpoint, a: &SampleArgs, reg: &Registry) -> Result<(Vec<f32>, Vec<usize>)> {
+    fine_core::on_device!(run::device(), |dev| sample_on(dev, ck, a, reg))
+}
+
+fn sample_on<D: fine_core::model::Backend>(
+    dev: D,
+    ck: &Checkpoint,
+    a: &SampleArgs,
+    reg: &Registry,
+) -> Result<(Vec<f32>, Vec<usize>)> {
     let g = &ck.graph;
     let classes = g.conditioning.num_classes;
     if let Some(c) = a.class {
@@ -61,7 +71,7 @@ pub fn sample_images(ck: &Checkpoint, a: &SampleArgs, reg: &Registry) -> Result<
     let labels: Vec<usize> = (0..a.n).map(|i| a.class.unwrap_or(i % classes)).collect();
     let dit = Dit::new(g);
     let weights = if a.no_ema { ck.params.clone() } else { ck.ema.clone() };
-    let store = ParamStore::from_values(run::cpu(), ck.spec.clone(), weights)?;
+    let store = ParamStore::from_values(dev, ck.spec.clone(), weights)?;
     let sched = NoiseSchedule::new(ck.train.beta_schedule, ck.train.diffusion_steps);
     let steps = a.steps.unwrap_or(sched.len());
     let sampler = reg.sampler(&a.sampler)?;

@@ -134,9 +134,12 @@ pub fn load_config(path: &Path) -> Result<TrainConfig> {
     ron::from_str(&text).map_err(|e| anyhow!("{}:{}:{}: {}", path.display(), e.position.line, e.position.col, e.code))
 }
 
-/// Runs `fine train`.
+/// Runs `fine train` on the `--device`.
 pub fn run(a: TrainArgs) -> Result<()> {
-    let dev = run::cpu();
+    fine_core::on_device!(run::device(), |dev| run_on(a, dev))
+}
+
+fn run_on<D: fine_core::model::Backend>(a: TrainArgs, dev: D) -> Result<()> {
     let (mut trainer, dir) = if let Some(dir) = &a.resume {
         let changing = a.over.changing();
         if !changing.is_empty() {
@@ -167,7 +170,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
             None => TrainConfig::default(),
         };
         a.over.apply(&mut cfg)?;
-        let t = crate::learngene::trainer_from(from, cfg)?;
+        let t = crate::learngene::trainer_from(dev, from, cfg)?;
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
         let rd = RunDir(out.clone());
         run::write_run_ron(&rd, &t)?;

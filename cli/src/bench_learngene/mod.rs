@@ -29,8 +29,7 @@ use config::{BenchConfig, Row};
 use fine_core::checkpoint::Checkpoint;
 use fine_core::data::Dataset;
 use fine_core::graph::{self, Graph};
-use fine_core::model::store::CpuDevice;
-use fine_core::model::{Dit, ParamStore};
+use fine_core::model::{Backend, Dit, ParamStore};
 use fine_core::plugin::Registry;
 use fine_core::strategy::{self as st, load_learngene, save_learngene};
 use fine_core::train::{TrainConfig, Trainer};
@@ -86,8 +85,12 @@ struct Prepared<'a> {
     learngene: Option<Learngene>,
 }
 
-/// Runs `fine bench learngene`.
+/// Runs `fine bench learngene` on the `--device`.
 pub fn run(a: BenchLearngeneArgs, reg: &Registry) -> Result<()> {
+    fine_core::on_device!(run::device(), |dev| run_on(a, reg, dev))
+}
+
+fn run_on<D: Backend>(a: BenchLearngeneArgs, reg: &Registry, dev: D) -> Result<()> {
     let cfg = BenchConfig::load(&a.config)?;
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/bench-{}", cfg.name)));
     let cache = a.cache.clone().unwrap_or_else(|| out.join("cache"));
@@ -133,7 +136,7 @@ pub fn run(a: BenchLearngeneArgs, reg: &Registry) -> Result<()> {
     for p in rows.iter_mut() {
         if let (Some(s), None) = (p.strategy, &p.learngene) {
             if p.row.strategy != "scratch" {
-                p.learngene = Some(ancestry(s, &p.row, &cfg, &anc_graph, &cache, reg)?);
+                p.learngene = Some(ancestry(dev.clone(), s, &p.row, &cfg, &anc_graph, &cache, reg)?);
             }
         }
         let values = p.learngene.as_ref().map(|lg| lg.tensors.values().map(|t| t.data.len()).sum()).unwrap_or(0);
@@ -150,7 +153,7 @@ pub fn run(a: BenchLearngeneArgs, reg: &Registry) -> Result<()> {
                 k += 1;
                 eprintln!("[{k}/{total_runs}] {} → {} seed {seed}", p.row.label(), g.name);
                 let data = &datasets[p.row.data.as_ref().unwrap_or(&cfg.data)];
-                results.push(descendant(p, g, seed, &cfg, &out, data, &mut scorer)?);
+                results.push(descendant(dev.clone(), p, g, seed, &cfg, &out, data, &mut scorer)?);
             }
         }
     }
@@ -219,7 +222,8 @@ fn phase_config(p: &config::Phase, data: &str, seed: u64, steps: usize) -> Train
 }
 
 /// Pre-trains (or finds in the cache) the ancestry of a row; returns its learngene.
-fn ancestry(
+fn ancestry<D: Backend>(
+    dev: D,
     s: &dyn Strategy,
     r: &Row,
     cfg: &BenchConfig,
@@ -266,11 +270,11 @@ fn ancestry(
     fine_core::util::fsx::write_atomic(&key_path, key.as_bytes())?;
     let rd = RunDir(dir.clone());
     let mut t = if run::has_run(&dir) {
-        Trainer::from_checkpoint(run::cpu(), Checkpoint::load(&rd.checkpoint())?)?
+        Trainer::from_checkpoint(dev, Checkpoint::load(&rd.checkpoint())?)?
     } else {
         let dit = Dit::new(g);
         let spec = s.ancestry(g, &st::weights_of(&dit), &opts)?;
-        let mut t = Trainer::new(run::cpu(), g, tcfg, Some(spec))?;
+        let mut t = Trainer::new(dev, g, tcfg, Some(spec))?;
         t.extra = BTreeMap::from([
             ("strategy".to_string(), info.name.clone()),
             ("strategy_version".to_string(), info.version.clone()),
@@ -287,7 +291,9 @@ fn ancestry(
 }
 
 /// One descendant: build, initialize, train, score.
-fn descendant(
+#[allow(clippy::too_many_arguments)]
+fn descendant<D: Backend>(
+    dev: D,
     p: &Prepared,
     g: &Graph,
     seed: u64,
@@ -318,7 +324,7 @@ fn descendant(
             let opts = p.opts.as_ref().ok_or_else(|| anyhow!("row without options"))?;
             let (dit, d) = st::build_descendant(s, lg, g, opts, || Ok(train_data.clone()), seed)?;
             let init_steps = cfg.init.steps.unwrap_or(d.init_steps);
-            let mut store = st::descendant_store(run::cpu(), &dit, &d, seed)?;
+            let mut store = st::descendant_store(dev.clone(), &dit, &d, seed)?;
             let trainable = store.num_trainable();
             if init_steps > 0 {
                 let icfg = phase_config(&cfg.init, &data, seed, init_steps);
@@ -328,10 +334,10 @@ fn descendant(
                 run::train_loop(&mut it, &rd, init_steps, &format!("{label} init"))?;
                 store = it.store;
             }
-            let plain: ParamStore<CpuDevice> = st::materialize(&dit, &store)?;
+            let plain: ParamStore<D> = st::materialize(&dit, &store)?;
             (Trainer::with_store(dit.clone(), tcfg, plain, BTreeMap::new())?, init_steps, trainable)
         }
-        _ => (Trainer::new(run::cpu(), g, tcfg, None)?, 0, 0),
+        _ => (Trainer::new(dev, g, tcfg, None)?, 0, 0),
     };
     let init_seconds = t0.elapsed().as_secs_f64();
     let rd = RunDir(dir.join("train"));

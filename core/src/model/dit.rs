@@ -147,7 +147,8 @@ impl Dit {
         for (i, block) in self.blocks.iter().take(n).enumerate() {
             h = block.forward(p, h, c_silu.with_empty_tape())?;
             if let Some((_, stitch)) = self.stitch.as_ref().filter(|(k, _)| *k == i && i + 1 < n) {
-                h = stitch.forward(p, h.reshape_like(&(b * tok, d)))?.reshape_like(&(b, tok, d)); // (B, T, D)
+                h = stitch.forward(p, h.reshape_like(&(b * tok, d)))?.reshape_like(&(b, tok, d));
+                // (B, T, D)
             }
         }
         Ok((h, c_silu))
@@ -181,7 +182,8 @@ mod tests {
         let store = ParamStore::init(dev.clone(), plain.plain_parameterization(), &mut rng).unwrap();
         let mut values = store.host_values();
         for v in values.values_mut() {
-            v.iter_mut().enumerate().for_each(|(i, x)| *x += 0.01 * ((i % 7) as f32 - 3.0)); // no zero gates
+            v.iter_mut().enumerate().for_each(|(i, x)| *x += 0.01 * ((i % 7) as f32 - 3.0));
+            // no zero gates
         }
         let s_store = |scale: f32| {
             let mut v = values.clone();

@@ -3,12 +3,14 @@
 //!
 //! * `expr` — parameterizations: model weights as expressions over leaves
 //!   (plain data shared with plugins: `plugins/api/src/param.rs`);
+//! * `device` — `--device cpu|cuda[:N]` and the `on_device!` dispatch;
 //! * `store` — the leaves on the device, and the per-forward view;
 //! * `init` — DiT's initialization, documented in one place;
 //! * `kernels` — fused ops with hand-written backward passes, per device;
 //! * `layers` — one file per layer, names built by prefix;
 //! * `dit` — the whole network and the patchify/unpatchify helpers.
 
+pub mod device;
 pub mod dit;
 pub mod init;
 pub mod kernels;

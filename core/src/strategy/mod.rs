@@ -61,11 +61,8 @@ pub fn build_descendant(
     }
     let dit = Dit::new(&g);
     let req = s.probes(lg, &g, opts)?;
-    let features = if req.probes.is_empty() {
-        Tensors::new()
-    } else {
-        pool::run_probes(&lg.tensors, &req, &data()?, seed)?
-    };
+    let features =
+        if req.probes.is_empty() { Tensors::new() } else { pool::run_probes(&lg.tensors, &req, &data()?, seed)? };
     let d = s.descendant_probed(lg, &g, &weights_of(&dit), opts, &features)?;
     Ok((dit, d))
 }

@@ -36,11 +36,7 @@ pub fn check_member(anc: &Graph, m: &PoolMember) -> Result<()> {
     crate::graph::validate(&m.graph).with_context(|| format!("pool member `{}`", m.name))?;
     let g = &m.graph;
     if g.input != anc.input || g.patch_size != anc.patch_size || g.conditioning != anc.conditioning {
-        bail!(
-            "pool member `{}` ({}) must share the ancestry's input, patch size and classes",
-            m.name,
-            g.name
-        );
+        bail!("pool member `{}` ({}) must share the ancestry's input, patch size and classes", m.name, g.name);
     }
     let spec = member_spec(m);
     for w in &m.frozen {
@@ -75,12 +71,7 @@ pub fn teacher<D: Backend>(
 }
 
 /// A run that distils member `m` from `teacher` under `cfg` (steps set to the member's).
-pub fn member_trainer<D: Backend>(
-    dev: D,
-    m: &PoolMember,
-    teacher: Teacher<D>,
-    cfg: TrainConfig,
-) -> Result<Trainer<D>> {
+pub fn member_trainer<D: Backend>(dev: D, m: &PoolMember, teacher: Teacher<D>, cfg: TrainConfig) -> Result<Trainer<D>> {
     let dit = Dit::new(&m.graph);
     let store = store_from(dev, &dit, &member_spec(m), &m.values, cfg.seed)?;
     let cfg = TrainConfig { steps: m.steps.max(1), ckpt_every: m.steps.max(1), ..cfg };
@@ -97,7 +88,9 @@ pub fn member_leaves<D: Backend>(m: &PoolMember, store: &ParamStore<D>) -> Resul
     let prefix = member_prefix(&m.name);
     plain
         .leaves()
-        .map(|(n, l)| Ok((format!("{prefix}{n}"), Tensor::new(l.shape.clone(), crate::model::store::flat_values(&l.value))?)))
+        .map(|(n, l)| {
+            Ok((format!("{prefix}{n}"), Tensor::new(l.shape.clone(), crate::model::store::flat_values(&l.value))?))
+        })
         .collect()
 }
 

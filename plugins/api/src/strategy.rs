@@ -128,7 +128,13 @@ pub trait Strategy: Send + Sync {
 
     /// Models to distil from the trained ancestry (`leaves` of `spec` on
     /// `graph`) before `extract`. Default: none.
-    fn pool(&self, graph: &Graph, spec: &Parameterization, leaves: &Tensors, opts: &Options) -> Result<Vec<PoolMember>> {
+    fn pool(
+        &self,
+        graph: &Graph,
+        spec: &Parameterization,
+        leaves: &Tensors,
+        opts: &Options,
+    ) -> Result<Vec<PoolMember>> {
         let _ = (graph, spec, leaves, opts);
         Ok(Vec::new())
     }

@@ -173,7 +173,13 @@ impl Strategy for Stitch {
         Ok(plain(weights))
     }
 
-    fn pool(&self, graph: &Graph, _spec: &Parameterization, leaves: &Tensors, opts: &Options) -> Result<Vec<PoolMember>> {
+    fn pool(
+        &self,
+        graph: &Graph,
+        _spec: &Parameterization,
+        leaves: &Tensors,
+        opts: &Options,
+    ) -> Result<Vec<PoolMember>> {
         let steps = opts.int("distill_steps")?;
         let alpha = opts.float("alpha")? as f32;
         // Embeddings (frozen) and final layer (trainable) start from the ancestry; blocks are fresh.

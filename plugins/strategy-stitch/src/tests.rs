@@ -71,7 +71,11 @@ fn least_squares_recovers_an_affine_map() {
     for (a, e) in fw.data.iter().zip(&w).chain(fb.data.iter().zip(&b)) {
         assert!((a - e).abs() < 1e-4, "{a} vs {e}");
     }
-    assert!(least_squares(&Tensor::new(vec![2, 5], vec![0.0; 10]).unwrap(), &Tensor::new(vec![3, 1], vec![0.0; 3]).unwrap()).is_err());
+    assert!(least_squares(
+        &Tensor::new(vec![2, 5], vec![0.0; 10]).unwrap(),
+        &Tensor::new(vec![3, 1], vec![0.0; 3]).unwrap()
+    )
+    .is_err());
 }
 
 #[test]
