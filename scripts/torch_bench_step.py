@@ -1,4 +1,4 @@
-"""PyTorch CPU baseline: time one full DiT training step.
+"""PyTorch baseline (CPU, or CUDA with --device cuda): time one full DiT training step.
 
 Examples (from the repository root):
 
@@ -14,6 +14,10 @@ A step is: sample t ~ U{0..999}, noise ~ N(0, I), x_t = sqrt(abar_t) x0 + sqrt(1
 mode (so LabelEmbedder drops labels with p = class_dropout_prob), MSE(eps_pred, noise),
 backward, clip_grad_norm_(1.0), AdamW(lr=1e-4, weight_decay=0) step, zero_grad.
 x0 and labels are a fixed random batch (no data loading is timed).
+
+On CUDA, --precision picks fp32 (TF32 off), tf32 (TF32 matmuls) or bf16
+(autocast to bfloat16 around forward and loss, the usual eager mixed precision);
+every timed step ends with torch.cuda.synchronize().
 
 Prints exactly one JSON line on stdout.
 """
@@ -52,6 +56,8 @@ def main():
                     help="use F.scaled_dot_product_attention (as current timm does) instead of explicit softmax")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--verbose", action="store_true", help="print per-step times (ms) to stderr")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"])
     args = ap.parse_args()
 
     if args.threads is not None:
@@ -71,6 +77,12 @@ def main():
         num_classes=args.classes,
         learn_sigma=False,
     )
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = args.precision == "tf32"
+        torch.backends.cudnn.allow_tf32 = args.precision == "tf32"
+    model = model.to(dev)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]  # excludes the frozen pos_embed
     n_params = sum(p.numel() for p in params)
@@ -79,23 +91,27 @@ def main():
     num_timesteps = 1000
     betas = np.linspace(1e-4, 0.02, num_timesteps, dtype=np.float64)
     alphas_cumprod = np.cumprod(1.0 - betas)
-    sqrt_ab = torch.from_numpy(np.sqrt(alphas_cumprod)).float()
-    sqrt_1mab = torch.from_numpy(np.sqrt(1.0 - alphas_cumprod)).float()
+    sqrt_ab = torch.from_numpy(np.sqrt(alphas_cumprod)).float().to(dev)
+    sqrt_1mab = torch.from_numpy(np.sqrt(1.0 - alphas_cumprod)).float().to(dev)
 
     B = args.batch
-    x0 = torch.randn(B, args.channels, args.size, args.size)
-    y = torch.randint(0, args.classes, (B,))
+    x0 = torch.randn(B, args.channels, args.size, args.size, device=dev)
+    y = torch.randint(0, args.classes, (B,), device=dev)
+    autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
 
     def step():
-        t = torch.randint(0, num_timesteps, (B,))
+        t = torch.randint(0, num_timesteps, (B,), device=dev)
         noise = torch.randn_like(x0)
         x_t = sqrt_ab[t].view(B, 1, 1, 1) * x0 + sqrt_1mab[t].view(B, 1, 1, 1) * noise
-        eps = model(x_t, t, y)
-        loss = F.mse_loss(eps, noise)
+        with autocast:
+            eps = model(x_t, t, y)
+            loss = F.mse_loss(eps.float(), noise)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if cuda:
+            torch.cuda.synchronize()
         return loss.item()
 
     for _ in range(args.warmup):
@@ -112,6 +128,8 @@ def main():
     print(json.dumps({
         "impl": "pytorch",
         "torch": torch.__version__,
+        "device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if cuda else ""),
+        "precision": args.precision,
         "threads": torch.get_num_threads(),
         "batch": B,
         "step_ms": round(step_ms, 3),

@@ -41,6 +41,23 @@ pub enum BenchCmd {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Check the `--device` against the CPU on one graph: forward, every
+    /// gradient and a few optimizer steps from the same weights and batches;
+    /// prints one JSON line and fails when a relative error exceeds `--tol`.
+    Parity {
+        /// Graph file.
+        #[arg(long)]
+        graph: PathBuf,
+        /// Images per batch.
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+        /// Optimizer steps compared after the first forward/backward.
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
+        /// Largest accepted relative error (max |a−b| / max |a|, per tensor).
+        #[arg(long, default_value_t = 1e-4)]
+        tol: f64,
+    },
     /// Compare learngene strategies: ancestries, descendants at several sizes and
     /// seeds, one table (markdown + JSON) and metric-vs-step plots.
     Learngene(crate::bench_learngene::BenchLearngeneArgs),
@@ -52,6 +69,9 @@ pub fn run(cmd: BenchCmd, reg: &fine_core::plugin::Registry) -> Result<()> {
         BenchCmd::Step { graph, batch, steps, warmup } => (graph, batch, steps, warmup),
         BenchCmd::Learngene(a) => return crate::bench_learngene::run(a, reg),
         BenchCmd::Inception { n, batch, threads } => return inception(n, batch, threads),
+        BenchCmd::Parity { graph, batch, steps, tol } => {
+            return fine_core::on_device!(run::device(), |dev| parity(dev, &graph, batch, steps, tol))
+        }
     };
     fine_core::on_device!(run::device(), |dev| step(dev, &gpath, batch, steps, warmup))
 }
@@ -106,5 +126,74 @@ fn inception(n: usize, batch: usize, threads: Option<usize>) -> Result<()> {
         "{}",
         serde_json::json!({"impl": "fine", "gemm": fine_core::model::kernels::GEMM, "images": n, "batch": batch, "threads": threads, "seconds": s, "images_per_s": n as f64 / s})
     );
+    Ok(())
+}
+
+/// Largest |a−b| over largest |a| (0 when both are 0).
+fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs() as f64).fold(0.0, f64::max);
+    let scale = a.iter().map(|x| x.abs() as f64).fold(0.0, f64::max);
+    if diff == 0.0 {
+        0.0
+    } else {
+        diff / scale.max(1e-30)
+    }
+}
+
+/// `fine bench parity`: the `--device` against the CPU.
+fn parity<D: fine_core::model::Backend>(
+    dev: D,
+    gpath: &std::path::Path,
+    batch: usize,
+    steps: usize,
+    tol: f64,
+) -> Result<()> {
+    use fine_core::train::{loss, trainer::step_rng};
+    use rand::Rng;
+    let g = graph::load::from_file(gpath)?;
+    let cfg = TrainConfig { data: "synthetic".into(), batch, steps: steps.max(1), ..Default::default() };
+    let mut cpu = Trainer::new(run::cpu(), &g, cfg.clone(), None)?;
+    let mut other = Trainer::new(dev, &g, cfg, None)?;
+    // One fixed noisy batch: forward and every gradient.
+    let mut rng = step_rng(7, 0);
+    let idx: Vec<usize> = (0..batch).map(|i| i % cpu.data.len).collect();
+    let mut x0 = Vec::new();
+    cpu.data.fill_batch(&idx, &mut x0);
+    let y = cpu.data.labels_of(&idx);
+    let t: Vec<usize> = idx.iter().map(|_| rng.gen_range(0..cpu.schedule().len())).collect();
+    let eps: Vec<f32> = (0..x0.len()).map(|_| rng.sample(rand_distr::StandardNormal)).collect();
+    let mut x_t = Vec::new();
+    cpu.schedule().add_noise(&x0, &eps, &t, &mut x_t);
+    let tf: Vec<f32> = t.iter().map(|&v| v as f32).collect();
+    let fa = cpu.dit.predict(&cpu.store.view(), &x_t, &tf, &y)?;
+    let fb = other.dit.predict(&other.store.view(), &x_t, &tf, &y)?;
+    let forward = rel_err(&fa, &fb);
+    let (la, ga) = loss::eps_mse_and_grads(&cpu.dit, &cpu.store, &x_t, &tf, &y, &eps)?;
+    let (lb, gb) = loss::eps_mse_and_grads(&other.dit, &other.store, &x_t, &tf, &y, &eps)?;
+    let mut grad = (0.0f64, String::new());
+    for (name, a) in &ga {
+        let e = rel_err(a, gb.get(name).ok_or_else(|| anyhow::anyhow!("no gradient of `{name}` on the device"))?);
+        if e >= grad.0 {
+            grad = (e, name.clone());
+        }
+    }
+    // Optimizer steps from the same weights and batches.
+    let mut losses = Vec::new();
+    for _ in 0..steps {
+        let (a, b) = (cpu.train_step()?, other.train_step()?);
+        losses.push(rel_err(&[a.loss], &[b.loss]));
+    }
+    let (pa, pb) = (cpu.store.host_values(), other.store.host_values());
+    let params = pa.iter().map(|(n, a)| rel_err(a, &pb[n])).fold(0.0, f64::max);
+    let worst = [forward, grad.0, rel_err(&[la], &[lb]), params].into_iter().chain(losses.iter().copied()).fold(0.0, f64::max);
+    println!(
+        "{}",
+        serde_json::json!({"device": run::device().to_string(), "graph": g.name, "batch": batch,
+            "forward_rel": forward, "loss_rel": rel_err(&[la], &[lb]), "grad_rel": grad.0, "grad_worst": grad.1,
+            "step_loss_rel": losses, "params_rel_after_steps": params, "tol": tol, "ok": worst <= tol})
+    );
+    if worst > tol {
+        anyhow::bail!("{} differs from the CPU by {worst:.3e} (relative), above --tol {tol:.1e}", run::device());
+    }
     Ok(())
 }
