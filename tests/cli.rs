@@ -269,3 +269,20 @@ fn bad_data_and_configs_are_clear_errors() {
     assert!(fails(&["train", "--graph", TINY, "--out", s(&out), "--batch", "0"]).contains("batch"));
     assert!(!out.join("checkpoint.safetensors").exists());
 }
+
+/// CUDA against the CPU on a small DiT. Ignored (with the reason shown by
+/// `cargo test`) in the default CPU-only build; in a `cuda` build on a machine
+/// without a usable GPU it says so and passes.
+#[test]
+#[cfg_attr(not(feature = "cuda"), ignore = "needs a `cuda` build and a GPU (scripts/build-cuda.sh, scripts/gpu-check.sh)")]
+fn cuda_matches_cpu() {
+    let o = fine(&["--device", "cuda", "bench", "parity", "--graph", "graphs/fmnist-w64-d2-p4.ron", "--steps", "3"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    if err.contains("cannot open CUDA device") {
+        eprintln!("skipped: no usable GPU here ({})", err.trim());
+        return;
+    }
+    assert!(o.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+}

@@ -49,10 +49,27 @@ pub const CUDA_BUILT: bool = cfg!(feature = "cuda");
 #[cfg(feature = "cuda")]
 pub type CudaDevice = dfdx::tensor::Cuda;
 
-/// Opens GPU `ordinal` (its random stream seeded with 0; the runtime draws its own randomness on the host).
+/// Opens GPU `ordinal` (its random stream seeded with 0; the runtime draws its
+/// own randomness on the host). cudarc 0.9 unwraps a failed `cuInit` (no
+/// driver, no device), so that panic is caught and becomes the error.
 #[cfg(feature = "cuda")]
 pub fn cuda(ordinal: usize) -> Result<CudaDevice> {
-    dfdx::tensor::Cuda::try_build(ordinal, 0).map_err(|e| anyhow::anyhow!("cannot open CUDA device {ordinal}: {e:?}"))
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(|| dfdx::tensor::Cuda::try_build(ordinal, 0));
+    std::panic::set_hook(hook);
+    match r {
+        Ok(Ok(dev)) => Ok(dev),
+        Ok(Err(e)) => bail!("cannot open CUDA device {ordinal}: {e:?}"),
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            bail!("cannot open CUDA device {ordinal}: the CUDA driver failed to start ({msg})")
+        }
+    }
 }
 
 /// The error for `--device cuda` in a CPU-only build.
