@@ -66,7 +66,16 @@ fn quick_config_runs_every_strategy_and_reuses_finished_work() {
     }
     // FINE trains σ (and biases) only during its initialization phase; scratch has none.
     let fine_run = json["runs"].as_array().unwrap().iter().find(|r| r["row"] == "fine").unwrap();
-    assert!(fine_run["init_trainable"].as_u64().unwrap() > 0 && fine_run["init_steps"].as_u64().unwrap() > 0);
+    assert!(fine_run["init_trainable"].as_u64().unwrap() > 0 && fine_run["init_steps"].as_u64().unwrap() == 4);
+    // `init.steps` sets the length of an initialization phase; strategies without one get none.
+    for r in json["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| ["tleg", "sws", "heur", "stitch"].contains(&r["row"].as_str().unwrap()))
+    {
+        assert_eq!((r["init_steps"].as_u64(), r["init_trainable"].as_u64()), (Some(0), Some(0)), "{r}");
+    }
     for f in ["table.md", "curve-fmnist-tiny-d1.png", "curve-fmnist-tiny-d3.svg"] {
         assert!(out.join(f).exists(), "{f} missing");
     }

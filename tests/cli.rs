@@ -177,7 +177,10 @@ fn bench_step_prints_one_json_line() {
     // Parity of the device against the CPU (here CPU against CPU: the machinery, exact).
     let out = ok(&["bench", "parity", "--graph", TINY, "--steps", "2"]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!((v["ok"].as_bool(), v["grad_rel"].as_f64(), v["step_loss_rel"].as_array().map(Vec::len)), (Some(true), Some(0.0), Some(2)));
+    assert_eq!(
+        (v["ok"].as_bool(), v["grad_rel"].as_f64(), v["step_loss_rel"].as_array().map(Vec::len)),
+        (Some(true), Some(0.0), Some(2))
+    );
 }
 
 /// `--device` on a command that computes: a bad name is a parse error; CUDA
@@ -274,7 +277,10 @@ fn bad_data_and_configs_are_clear_errors() {
 /// `cargo test`) in the default CPU-only build; in a `cuda` build on a machine
 /// without a usable GPU it says so and passes.
 #[test]
-#[cfg_attr(not(feature = "cuda"), ignore = "needs a `cuda` build and a GPU (scripts/build-cuda.sh, scripts/gpu-check.sh)")]
+#[cfg_attr(
+    not(feature = "cuda"),
+    ignore = "needs a `cuda` build and a GPU (scripts/build-cuda.sh, scripts/gpu-check.sh)"
+)]
 fn cuda_matches_cpu() {
     let o = fine(&["--device", "cuda", "bench", "parity", "--graph", "graphs/fmnist-w64-d2-p4.ron", "--steps", "3"]);
     let err = String::from_utf8_lossy(&o.stderr);

@@ -185,7 +185,8 @@ fn parity<D: fine_core::model::Backend>(
     }
     let (pa, pb) = (cpu.store.host_values(), other.store.host_values());
     let params = pa.iter().map(|(n, a)| rel_err(a, &pb[n])).fold(0.0, f64::max);
-    let worst = [forward, grad.0, rel_err(&[la], &[lb]), params].into_iter().chain(losses.iter().copied()).fold(0.0, f64::max);
+    let worst =
+        [forward, grad.0, rel_err(&[la], &[lb]), params].into_iter().chain(losses.iter().copied()).fold(0.0, f64::max);
     println!(
         "{}",
         serde_json::json!({"device": run::device().to_string(), "graph": g.name, "batch": batch,

@@ -87,7 +87,8 @@ impl Row {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Phase {
-    /// Steps (for `init`: overrides the strategy's default when given).
+    /// Steps (for `init`: overrides the strategy's default when given; strategies
+    /// without an initialization phase keep none).
     #[serde(default)]
     pub steps: Option<usize>,
     /// Images per step.

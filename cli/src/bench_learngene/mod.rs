@@ -323,9 +323,11 @@ fn descendant<D: Backend>(
         (Some(lg), Some(s)) => {
             let opts = p.opts.as_ref().ok_or_else(|| anyhow!("row without options"))?;
             let (dit, d) = st::build_descendant(s, lg, g, opts, || Ok(train_data.clone()), seed)?;
-            let init_steps = cfg.init.steps.unwrap_or(d.init_steps);
+            // `init.steps` sets the length of a strategy's initialization phase;
+            // a strategy without one (init_steps 0) goes straight to training.
+            let init_steps = if d.init_steps == 0 { 0 } else { cfg.init.steps.unwrap_or(d.init_steps) };
             let mut store = st::descendant_store(dev.clone(), &dit, &d, seed)?;
-            let trainable = store.num_trainable();
+            let trainable = if init_steps > 0 { store.num_trainable() } else { 0 };
             if init_steps > 0 {
                 let icfg = phase_config(&cfg.init, &data, seed, init_steps);
                 let mut it = Trainer::with_store(dit.clone(), icfg, store, BTreeMap::new())?;
