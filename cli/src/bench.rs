@@ -149,7 +149,6 @@ fn parity<D: fine_core::model::Backend>(
     tol: f64,
 ) -> Result<()> {
     use fine_core::train::{loss, trainer::step_rng};
-    use rand::Rng;
     let g = graph::load::from_file(gpath)?;
     let cfg = TrainConfig { data: "synthetic".into(), batch, steps: steps.max(1), ..Default::default() };
     let mut cpu = Trainer::new(run::cpu(), &g, cfg.clone(), None)?;
@@ -160,10 +159,7 @@ fn parity<D: fine_core::model::Backend>(
     let mut x0 = Vec::new();
     cpu.data.fill_batch(&idx, &mut x0);
     let y = cpu.data.labels_of(&idx);
-    let t: Vec<usize> = idx.iter().map(|_| rng.gen_range(0..cpu.schedule().len())).collect();
-    let eps: Vec<f32> = (0..x0.len()).map(|_| rng.sample(rand_distr::StandardNormal)).collect();
-    let mut x_t = Vec::new();
-    cpu.schedule().add_noise(&x0, &eps, &t, &mut x_t);
+    let (x_t, t, eps) = cpu.schedule().noisy_batch(&x0, batch, &mut rng);
     let tf: Vec<f32> = t.iter().map(|&v| v as f32).collect();
     let fa = cpu.dit.predict(&cpu.store.view(), &x_t, &tf, &y)?;
     let fb = other.dit.predict(&other.store.view(), &x_t, &tf, &y)?;

@@ -89,6 +89,17 @@ impl NoiseSchedule {
             out.extend(x0[r.clone()].iter().zip(&eps[r]).map(|(x, e)| sa * x + sn * e));
         }
     }
+
+    /// A noisy batch for `b` images `x0`: a uniform timestep per image, then
+    /// Gaussian noise, drawn from `rng` in that order (as training does).
+    /// Returns `(x_t, t, ε)`.
+    pub fn noisy_batch(&self, x0: &[f32], b: usize, rng: &mut impl rand::Rng) -> (Vec<f32>, Vec<usize>, Vec<f32>) {
+        let t: Vec<usize> = (0..b).map(|_| rng.gen_range(0..self.len())).collect();
+        let eps: Vec<f32> = (0..x0.len()).map(|_| rng.sample(rand_distr::StandardNormal)).collect();
+        let mut x_t = Vec::new();
+        self.add_noise(x0, &eps, &t, &mut x_t);
+        (x_t, t, eps)
+    }
 }
 
 #[cfg(test)]

@@ -14,9 +14,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use fine_plugin_api::tensors::{Tensor, Tensors};
 use fine_plugin_api::{PoolMember, Probes};
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rand_distr::StandardNormal;
 use std::collections::BTreeMap;
 
 // ------------------------------------------------------------------------
@@ -126,10 +125,7 @@ pub fn run_probes(lg: &Tensors, req: &Probes, data: &Dataset, seed: u64) -> Resu
     let y = data.labels_of(&idx);
     let d = TrainConfig::default();
     let sched = NoiseSchedule::new(d.beta_schedule, d.diffusion_steps);
-    let t: Vec<usize> = idx.iter().map(|_| rng.gen_range(0..sched.len())).collect();
-    let eps: Vec<f32> = (0..x0.len()).map(|_| rng.sample(StandardNormal)).collect();
-    let mut x_t = Vec::new();
-    sched.add_noise(&x0, &eps, &t, &mut x_t);
+    let (x_t, t, _) = sched.noisy_batch(&x0, idx.len(), &mut rng);
     let tf: Vec<f32> = t.iter().map(|&v| v as f32).collect();
 
     let dev = CpuDevice::default();
@@ -147,9 +143,9 @@ pub fn run_probes(lg: &Tensors, req: &Probes, data: &Dataset, seed: u64) -> Resu
             .with_context(|| format!("probe `{}`: weights of {}", p.name, p.graph.name))?;
         let view = store.view::<dfdx::prelude::NoneTape>();
         let mut feats = Vec::with_capacity(req.images * p.graph.tokens() * p.graph.hidden);
-        for chunk in (0..req.images).collect::<Vec<_>>().chunks(64) {
-            let (a, b) = (chunk[0], chunk[chunk.len() - 1] + 1);
-            let n = data.image_len();
+        let n = data.image_len();
+        for a in (0..req.images).step_by(64) {
+            let b = (a + 64).min(req.images);
             feats.extend(dit.tokens_after(&view, &x_t[a * n..b * n], &tf[a..b], &y[a..b], p.blocks)?);
         }
         out.insert(p.name.clone(), Tensor::new(vec![req.images * p.graph.tokens(), p.graph.hidden], feats)?);
