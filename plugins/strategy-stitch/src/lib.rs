@@ -272,6 +272,13 @@ impl Strategy for Stitch {
         let (front_member, end_member, stitch) = match plan {
             Plan::Whole(d) => (d, d, None),
             Plan::Stitched { a, front, b, end } => {
+                if target.stitch_after != Some(front - 1) {
+                    bail!(
+                        "the target graph `{}` must have `stitch_after: Some({})` (see `descendant_graph`)",
+                        target.name,
+                        front - 1
+                    );
+                }
                 let get = |n: &str| features.get(n).ok_or_else(|| anyhow!("the host did not compute features `{n}`"));
                 let (w, bias) = least_squares(get("front")?, get("end")?)?;
                 (a, b, Some((front, b - end, w, bias)))
