@@ -112,6 +112,10 @@ mod blas {
         }
     }
 
+    /// Blocks of rows (or columns) per rayon worker, and the smallest block.
+    const BLOCKS_PER_THREAD: usize = 4;
+    const MIN_BLOCK: usize = 64;
+
     extern "C" {
         fn openblas_set_num_threads(n: i32);
     }
@@ -144,7 +148,10 @@ mod blas {
         let (lhs, rhs) = (SendMat(lhs), SendMat(rhs));
         let by_rows = m >= n;
         let len = if by_rows { m } else { n };
-        let part = len.div_ceil(threads.max(1));
+        // A few blocks per worker, so one that falls behind (the VM's cores do
+        // not always run at the same speed) leaves the rest to the other.
+        let blocks = (threads * BLOCKS_PER_THREAD).min(len / MIN_BLOCK).max(threads.min(len)).max(1);
+        let part = len.div_ceil(blocks);
         use rayon::prelude::*;
         (0..len.div_ceil(part)).into_par_iter().for_each(|i| {
             let (lhs, rhs, dst) = (lhs, rhs, dst);

@@ -193,6 +193,55 @@ fn gelu_matches_portable_and_finite_differences() {
     check("gelu", &run, &[xs], 2e-6);
 }
 
+/// A DiT block's kernels chained (linear → ln_modulate → attention → linear
+/// → gate_residual → GELU): each reads the previous output in place (its
+/// buffer, not a copy), and values and gradients still match the portable
+/// composition and finite differences.
+#[test]
+fn chained_kernels_read_outputs_in_place_and_match() {
+    let (b, t, h, hd) = (2, 6, 2, 4);
+    let d = h * hd;
+    let run = move |fused: bool, ins: &[Vec<f32>]| {
+        traced(ins, |mut v| {
+            let wo = v.pop().unwrap().reshape_like(&(d, d));
+            let wqkv = v.pop().unwrap().reshape_like(&(3 * d, d));
+            let wm = v.pop().unwrap().reshape_like(&(6 * d, d));
+            let c = v.pop().unwrap().reshape_like(&(b, d));
+            let x = v.pop().unwrap().reshape_like(&(b, t, d));
+            if fused {
+                let m = Cpu::linear(c, wm, None); // (B, 6D)
+                let hn = Cpu::ln_modulate(x.with_empty_tape(), m.with_empty_tape(), 0, 1, 1e-6);
+                let hn = hn.reshape_like(&(b * t, d));
+                assert!(super::cpu::view(&hn).is_borrowed(), "a kernel output is read in place");
+                let qkv = Cpu::linear(hn, wqkv, None);
+                let a = Cpu::attention(qkv, b, t, h);
+                let o = Cpu::linear(a, wo, None).reshape_like(&(b, t, d));
+                Cpu::gelu_tanh(Cpu::gate_residual(x, m, 2, o))
+            } else {
+                let m = portable::linear(c, wm, None);
+                let hn = portable::ln_modulate(x.with_empty_tape(), m.with_empty_tape(), 0, 1, 1e-6);
+                let qkv = portable::linear(hn.reshape_like(&(b * t, d)), wqkv, None);
+                let a = portable::attention(qkv, b, t, h);
+                let o = portable::linear(a, wo, None).reshape_like(&(b, t, d));
+                portable::gate_residual(x, m, 2, o).fast_gelu()
+            }
+        })
+    };
+    let ins = [
+        random(b * t * d, 20, 1.0),
+        random(b * d, 21, 1.0),
+        random(6 * d * d, 22, 0.3),
+        random(3 * d * d, 23, 0.4),
+        random(d * d, 24, 0.4),
+    ];
+    check("chained kernels", &run, &ins, 3e-5);
+    // A tensor no kernel made is copied.
+    let leaf = Cpu::default().tensor_from_vec(vec![1.0f32, 2.0, 3.0], (3,));
+    let v = super::cpu::view(&leaf);
+    assert!(!v.is_borrowed());
+    assert_eq!(&v[..], &[1.0, 2.0, 3.0]);
+}
+
 /// `cargo test --release -p fine-core kernel_speed -- --ignored --nocapture`
 #[test]
 #[ignore]

@@ -9,7 +9,7 @@
 //!           dQ += dS·K/√hd       dK += dSᵀ·Q/√hd
 //! ```
 
-use super::{exp, gemm, host, with_grad_of, Mat, SendPtr};
+use super::{exp, gemm, output, view, with_grad_of, zeroed, Mat, SendPtr};
 use crate::model::layers::T2;
 use dfdx::prelude::*;
 use rayon::prelude::*;
@@ -25,9 +25,9 @@ pub fn attention<T: Tape<f32, Cpu>>(qkv: T2<Cpu, T>, b: usize, t: usize, heads: 
     let (h, hd) = (heads, d / heads);
     let scale = (hd as f32).powf(-0.5);
     let (qkv, mut tape) = qkv.contiguous().split_tape();
-    let x = host(&qkv); // (B·T, 3D)
-    let mut probs = vec![0.0f32; b * h * t * t]; // (B, H, T, T)
-    let mut out = vec![0.0f32; b * t * d]; // (B·T, D)
+    let x = view(&qkv); // (B·T, 3D)
+    let mut probs = zeroed(b * h * t * t); // (B, H, T, T)
+    let mut out = zeroed(b * t * d); // (B·T, D)
     let out_ptr = SendPtr(out.as_mut_ptr());
     // Offsets of Q, K, V of (bi, hi) in qkv, and of its output block.
     let at =
@@ -49,7 +49,7 @@ pub fn attention<T: Tape<f32, Cpu>>(qkv: T2<Cpu, T>, b: usize, t: usize, heads: 
             gemm(t, hd, t, o.0.add(bi * t * d + hi * hd), d, false, Mat::rows(p, t), Mat::rows(&x, d3).at(v), 1.0, 1)
         };
     });
-    let out = qkv.device().tensor_from_vec(out, (b * t, d));
+    let out = output(qkv.device(), out, (b * t, d));
     let out_ghost = out.clone();
     tape.add_backward_op(move |grads| {
         with_grad_of(grads, &out_ghost, |grads, dout| {

@@ -1,6 +1,6 @@
 //! GELU (tanh approximation) with its derivative computed in the same pass.
 
-use super::{host, with_grad_of};
+use super::{output, view, with_grad_of, zeroed};
 use dfdx::prelude::*;
 use rayon::prelude::*;
 
@@ -20,14 +20,15 @@ fn gelu_and_grad(x: f32) -> (f32, f32) {
 pub fn gelu_tanh<S: Shape, T: Tape<f32, Cpu>>(x: Tensor<S, f32, Cpu, T>) -> Tensor<S, f32, Cpu, T> {
     // The gradient buffer is indexed in logical order: make x contiguous (a no-op if it is).
     let (x, mut tape) = x.contiguous().split_tape();
-    let mut y = host(&x);
-    let mut dy = vec![0.0f32; y.len()];
-    y.par_chunks_mut(CHUNK).zip(dy.par_chunks_mut(CHUNK)).for_each(|(y, dy)| {
-        for (v, d) in y.iter_mut().zip(dy) {
-            (*v, *d) = gelu_and_grad(*v);
+    let xv = view(&x);
+    let (mut y, mut dy) = (zeroed(xv.len()), zeroed(xv.len()));
+    y.par_chunks_mut(CHUNK).zip(dy.par_chunks_mut(CHUNK)).zip(xv.par_chunks(CHUNK)).for_each(|((y, dy), x)| {
+        for ((v, d), x) in y.iter_mut().zip(dy).zip(x) {
+            (*v, *d) = gelu_and_grad(*x);
         }
     });
-    let out = x.device().tensor_from_vec(y, *x.shape());
+    drop(xv);
+    let out = output(x.device(), y, *x.shape());
     let out_ghost = out.clone();
     tape.add_backward_op(move |grads| {
         with_grad_of(grads, &out_ghost, |grads, g_out| {

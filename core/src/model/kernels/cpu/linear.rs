@@ -7,10 +7,14 @@
 //!           db (out)     += Σ_rows dy
 //! ```
 
-use super::{gemm, host, threads, with_grad_of, Mat};
+use super::{gemm, output, threads, view, with_grad_of, zeroed, Mat};
 use crate::model::layers::T2;
 use crate::model::store::Flat;
 use dfdx::prelude::*;
+use rayon::prelude::*;
+
+/// Rows per rayon task for the bias broadcast and its gradient.
+const BIAS_ROWS: usize = 256;
 
 pub fn linear<T: Tape<f32, Cpu>>(x: T2<Cpu, T>, w: T2<Cpu, T>, b: Option<Flat<Cpu, T>>) -> T2<Cpu, T> {
     let (n, inp) = *x.shape();
@@ -24,18 +28,18 @@ pub fn linear<T: Tape<f32, Cpu>>(x: T2<Cpu, T>, w: T2<Cpu, T>, b: Option<Flat<Cp
         tape = std::mem::take(&mut tape).merge(tb);
         b
     });
-    let (xv, wv) = (host(&x), host(&w)); // (N, in), (out, in)
-    let mut y = vec![0.0f32; n * out]; // (N, out)
+    let (xv, wv) = (view(&x), view(&w)); // (N, in), (out, in)
+    let mut y = zeroed(n * out); // (N, out)
     if let Some(b) = &b {
-        let bv = host(&b);
+        let bv = view(b);
         assert_eq!(bv.len(), out, "linear: bias has {} values for {out} outputs", bv.len());
-        y.chunks_mut(out).for_each(|row| row.copy_from_slice(&bv));
+        y.par_chunks_mut(BIAS_ROWS * out).for_each(|rows| rows.chunks_mut(out).for_each(|r| r.copy_from_slice(&bv)));
     }
     // SAFETY: x is (N, in), Wᵀ is read from W (out, in) with strides (1, in), y is (N, out).
     unsafe {
         gemm(n, out, inp, y.as_mut_ptr(), out, b.is_some(), Mat::rows(&xv, inp), Mat::cols(&wv, inp), 1.0, threads())
     };
-    let y = x.device().tensor_from_vec(y, (n, out));
+    let y = output(x.device(), y, (n, out));
     let y_ghost = y.clone();
     tape.add_backward_op(move |grads| {
         with_grad_of(grads, &y_ghost, |grads, dy| {
@@ -50,9 +54,18 @@ pub fn linear<T: Tape<f32, Cpu>>(x: T2<Cpu, T>, w: T2<Cpu, T>, b: Option<Flat<Cp
                 gemm(out, inp, n, dw.as_mut_ptr(), inp, true, Mat::cols(&dy, out), Mat::rows(&xv, inp), 1.0, threads())
             };
             if let Some(b) = &b {
+                // db += Σ_rows dy: partial sums over blocks of rows, then their sum.
+                let partial = dy
+                    .par_chunks(BIAS_ROWS * out)
+                    .map(|rows| {
+                        let mut s = vec![0.0f32; out];
+                        rows.chunks(out).for_each(|r| s.iter_mut().zip(r).for_each(|(s, d)| *s += d));
+                        s
+                    })
+                    .collect::<Vec<_>>();
                 let db = grads.get_or_alloc_mut(b)?;
-                for row in dy.chunks(out) {
-                    db.iter_mut().zip(row).for_each(|(g, d)| *g += d);
+                for s in &partial {
+                    db.iter_mut().zip(s).for_each(|(g, d)| *g += d);
                 }
             }
             Ok(())

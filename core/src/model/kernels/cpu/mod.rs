@@ -7,16 +7,134 @@ pub mod gelu;
 pub mod linear;
 pub mod norm;
 
-use dfdx::shapes::HasShape;
+use crate::model::store::Flat;
+use dfdx::prelude::*;
+use rayon::prelude::*;
+use std::collections::VecDeque;
+use std::mem::MaybeUninit;
+use std::sync::Mutex;
 
 pub use crate::util::gemm::{gemm, threads, Mat};
 
+// ---------------------------------------------------------------------------
+// Host buffers: fresh ones, and views of tensors' values
+// ---------------------------------------------------------------------------
+
+/// Buffers from this many floats are zero-filled on all rayon workers.
+const PAR_FILL: usize = 1 << 16;
+
+/// A zero-filled buffer of `n` floats, filled in parallel when large (a
+/// recycled heap block makes `calloc` run one serial memset, which left the
+/// second core idle).
+pub fn zeroed(n: usize) -> Vec<f32> {
+    if n < PAR_FILL {
+        return vec![0.0; n];
+    }
+    let mut v = Vec::with_capacity(n);
+    v.spare_capacity_mut().par_chunks_mut(PAR_FILL).for_each(|c| c.fill(MaybeUninit::new(0.0)));
+    // SAFETY: all n elements were initialised above.
+    unsafe { v.set_len(n) };
+    v
+}
+
 /// The values of a contiguous tensor (one memcpy; dfdx's `as_vec` walks
 /// strides element by element). Callers make tensors contiguous first.
-pub fn host<S: dfdx::shapes::Shape, T>(x: &dfdx::tensor::Tensor<S, f32, dfdx::tensor::Cpu, T>) -> Vec<f32> {
-    let mut v = vec![0.0f32; x.shape().num_elements()];
+pub fn host<S: Shape, T>(x: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
+    let mut v = zeroed(x.shape().num_elements());
     x.copy_into(&mut v);
     v
+}
+
+/// Recent kernel outputs whose buffers the next kernels read in place: at most
+/// this many, holding at most [`RECENT_BYTES`]. A block's activations are read
+/// within about a dozen kernel calls of being made.
+const RECENT: usize = 24;
+const RECENT_BYTES: usize = 512 << 20;
+
+/// One recorded kernel output: `keep` holds its buffer alive and shared (so
+/// dfdx's copy-on-write never writes to it in place); `ptr` is that buffer.
+struct Recent {
+    id: UniqueId,
+    keep: Flat<Cpu>,
+    ptr: *const f32,
+    len: usize,
+}
+// SAFETY: `ptr` points into the immutable buffer that `keep` owns.
+unsafe impl Send for Recent {}
+
+static RECENT_OUTPUTS: Mutex<VecDeque<Recent>> = Mutex::new(VecDeque::new());
+
+/// A tensor's id. dfdx keeps the field private; `UnusedTensors::add` is the
+/// public accessor it offers.
+fn id_of<S: Shape, T>(x: &Tensor<S, f32, Cpu, T>) -> UniqueId {
+    let mut u = dfdx::optim::UnusedTensors::default();
+    u.add(x);
+    u.ids[0]
+}
+
+/// A kernel's output: the tensor over `v`, recorded so that the kernels that
+/// read it next borrow `v` instead of copying it (see [`view`]).
+pub fn output<S: Shape>(dev: &Cpu, v: Vec<f32>, shape: S) -> Tensor<S, f32, Cpu> {
+    let (ptr, len) = (v.as_ptr(), v.len());
+    let t = dev.tensor_from_vec(v, shape);
+    if len * 4 <= RECENT_BYTES {
+        let rec = Recent { id: id_of(&t), keep: t.clone().reshape_like(&(len,)), ptr, len };
+        let mut recent = RECENT_OUTPUTS.lock().unwrap_or_else(|e| e.into_inner());
+        recent.push_back(rec);
+        while recent.len() > RECENT || recent.iter().map(|r| r.len * 4).sum::<usize>() > RECENT_BYTES {
+            recent.pop_front();
+        }
+    }
+    t
+}
+
+/// The values of a contiguous tensor, read in place when a kernel made it
+/// (dfdx offers no borrowed view of a CPU tensor), copied otherwise.
+///
+/// In place is sound because the view holds the buffer alive and shared:
+/// dfdx writes into a tensor's buffer only when it is the sole owner
+/// (`Arc::make_mut`), and gives a writer sharing it a fresh copy. Tensors
+/// are never written in place in this crate, so the values read are the
+/// tensor's.
+pub fn view<S: Shape, T>(x: &Tensor<S, f32, Cpu, T>) -> HostView {
+    let (id, len) = (id_of(x), x.shape().num_elements());
+    let recent = RECENT_OUTPUTS.lock().unwrap_or_else(|e| e.into_inner());
+    match recent.iter().rev().find(|r| r.id == id && r.len == len) {
+        Some(r) => HostView::Borrowed { _keep: r.keep.clone(), ptr: r.ptr, len },
+        None => {
+            drop(recent);
+            HostView::Owned(host(x))
+        }
+    }
+}
+
+/// See [`view`].
+pub enum HostView {
+    /// A kernel output's own buffer, kept alive by `_keep`.
+    Borrowed { _keep: Flat<Cpu>, ptr: *const f32, len: usize },
+    /// A copy.
+    Owned(Vec<f32>),
+}
+// SAFETY: a borrowed view points into an immutable buffer that `_keep` owns.
+unsafe impl Send for HostView {}
+unsafe impl Sync for HostView {}
+
+impl HostView {
+    /// Whether the values are read in place (for tests).
+    pub fn is_borrowed(&self) -> bool {
+        matches!(self, Self::Borrowed { .. })
+    }
+}
+
+impl std::ops::Deref for HostView {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        match self {
+            // SAFETY: `ptr` is the start of `len` initialised floats owned by `_keep`.
+            Self::Borrowed { ptr, len, .. } => unsafe { std::slice::from_raw_parts(*ptr, *len) },
+            Self::Owned(v) => v,
+        }
+    }
 }
 
 /// Runs a backward pass with the gradient of `out` moved out of `grads` (no

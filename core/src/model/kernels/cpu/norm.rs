@@ -14,7 +14,7 @@
 //! ```
 
 use super::SendPtr;
-use super::{host, with_grad_of};
+use super::{output, view, with_grad_of, zeroed};
 use crate::model::layers::{T2, T3};
 use dfdx::prelude::*;
 use rayon::prelude::*;
@@ -42,28 +42,32 @@ pub fn ln_modulate<T: Tape<f32, Cpu>>(
     let (x, tx) = x.contiguous().split_tape();
     let (m, tm) = m.contiguous().split_tape();
     let tape = tx.merge(tm);
-    let mv = host(&m); // (B, k·D)
-    let mut n = host(&x); // becomes the normalised x
+    let (mv, xv) = (view(&m), view(&x)); // (B, k·D), (B, T, D)
+    let mut n = zeroed(b * t * d); // the normalised x
     let mut rstd = vec![0.0f32; b * t];
-    let mut y = vec![0.0f32; b * t * d];
+    let mut y = zeroed(b * t * d);
     let chunk = rows_per_task(d);
-    n.par_chunks_mut(chunk * d).zip(y.par_chunks_mut(chunk * d)).zip(rstd.par_chunks_mut(chunk)).enumerate().for_each(
-        |(c, ((n, y), rs))| {
-            for (i, ((nr, yr), r)) in n.chunks_mut(d).zip(y.chunks_mut(d)).zip(rs).enumerate() {
+    n.par_chunks_mut(chunk * d)
+        .zip(y.par_chunks_mut(chunk * d))
+        .zip(rstd.par_chunks_mut(chunk))
+        .zip(xv.par_chunks(chunk * d))
+        .enumerate()
+        .for_each(|(c, (((n, y), rs), x))| {
+            for (i, (((nr, yr), r), xr)) in n.chunks_mut(d).zip(y.chunks_mut(d)).zip(rs).zip(x.chunks(d)).enumerate() {
                 let bi = (c * chunk + i) / t;
-                let mean = nr.iter().sum::<f32>() / d as f32;
-                let var = nr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+                let mean = xr.iter().sum::<f32>() / d as f32;
+                let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
                 *r = 1.0 / (var + eps as f32).sqrt();
                 let sh = &mv[bi * md + shift * d..][..d];
                 let sc = &mv[bi * md + scale * d..][..d];
                 for j in 0..d {
-                    nr[j] = (nr[j] - mean) * *r;
+                    nr[j] = (xr[j] - mean) * *r;
                     yr[j] = nr[j] * (1.0 + sc[j]) + sh[j];
                 }
             }
-        },
-    );
-    let y = x.device().tensor_from_vec(y, (b, t, d));
+        });
+    drop(xv);
+    let y = output(x.device(), y, (b, t, d));
     let y_ghost = y.clone();
     let mut tape = tape;
     tape.add_backward_op(move |grads| {
@@ -125,39 +129,50 @@ pub fn gate_residual<T: Tape<f32, Cpu>>(x: T3<Cpu, T>, m: T2<Cpu, T>, gate: usiz
     let (m, tm) = m.contiguous().split_tape();
     let (y, ty) = y.contiguous().split_tape();
     let mut tape = tx.merge(tm).merge(ty);
-    let (mv, yv) = (host(&m), host(&y));
-    let mut z = host(&x);
+    let (mv, yv, xv) = (view(&m), view(&y), view(&x));
+    let mut z = zeroed(b * t * d);
     let chunk = rows_per_task(d);
-    z.par_chunks_mut(chunk * d).enumerate().for_each(|(c, zc)| {
-        for (i, zr) in zc.chunks_mut(d).enumerate() {
+    z.par_chunks_mut(chunk * d).zip(xv.par_chunks(chunk * d)).enumerate().for_each(|(c, (zc, xc))| {
+        for (i, (zr, xr)) in zc.chunks_mut(d).zip(xc.chunks(d)).enumerate() {
             let row = c * chunk + i;
             let g = &mv[(row / t) * md + gate * d..][..d];
             let yr = &yv[row * d..][..d];
             for j in 0..d {
-                zr[j] += g[j] * yr[j];
+                zr[j] = xr[j] + g[j] * yr[j];
             }
         }
     });
-    let z = x.device().tensor_from_vec(z, (b, t, d));
+    drop(xv);
+    let z = output(x.device(), z, (b, t, d));
     let z_ghost = z.clone();
     tape.add_backward_op(move |grads| {
         with_grad_of(grads, &z_ghost, |grads, dz| {
+            let chunk = rows_per_task(d);
             let dx = grads.get_or_alloc_mut(&x)?;
-            dx.iter_mut().zip(dz).for_each(|(a, g)| *a += g);
+            dx.par_chunks_mut(chunk * d).zip(dz.par_chunks(chunk * d)).for_each(|(a, g)| {
+                a.iter_mut().zip(g).for_each(|(a, g)| *a += g);
+            });
             let dy = grads.get_or_alloc_mut(&y)?;
-            for (row, (dyr, dzr)) in dy.chunks_mut(d).zip(dz.chunks(d)).enumerate() {
-                let g = &mv[(row / t) * md + gate * d..][..d];
-                for j in 0..d {
-                    dyr[j] += dzr[j] * g[j];
+            dy.par_chunks_mut(chunk * d).zip(dz.par_chunks(chunk * d)).enumerate().for_each(|(c, (dyc, dzc))| {
+                for (i, (dyr, dzr)) in dyc.chunks_mut(d).zip(dzc.chunks(d)).enumerate() {
+                    let g = &mv[((c * chunk + i) / t) * md + gate * d..][..d];
+                    for j in 0..d {
+                        dyr[j] += dzr[j] * g[j];
+                    }
                 }
-            }
+            });
+            // Gate gradient: per sample, summed over tokens (samples in parallel).
             let dm = grads.get_or_alloc_mut(&m)?;
-            for (row, (yr, dzr)) in yv.chunks(d).zip(dz.chunks(d)).enumerate() {
-                let dg = &mut dm[(row / t) * md + gate * d..][..d];
-                for j in 0..d {
-                    dg[j] += dzr[j] * yr[j];
+            dm.par_chunks_mut(md).enumerate().for_each(|(bi, dmr)| {
+                let dg = &mut dmr[gate * d..][..d];
+                for ti in 0..t {
+                    let r0 = (bi * t + ti) * d;
+                    let (yr, dzr) = (&yv[r0..r0 + d], &dz[r0..r0 + d]);
+                    for j in 0..d {
+                        dg[j] += dzr[j] * yr[j];
+                    }
                 }
-            }
+            });
             Ok(())
         })
     });
