@@ -119,8 +119,9 @@ pub enum HostView {
 unsafe impl Send for HostView {}
 unsafe impl Sync for HostView {}
 
+#[cfg(test)]
 impl HostView {
-    /// Whether the values are read in place (for tests).
+    /// Whether the values are read in place.
     pub fn is_borrowed(&self) -> bool {
         matches!(self, Self::Borrowed { .. })
     }
