@@ -20,6 +20,16 @@ impl Mat {
     pub fn cols(s: &[f32], ld: usize) -> Self {
         Self { ptr: s.as_ptr(), rs: 1, cs: ld as isize }
     }
+    /// The matrix from row `i` on.
+    pub fn at_row(self, i: usize) -> Self {
+        // SAFETY: callers keep rows inside the allocation.
+        Self { ptr: unsafe { self.ptr.offset(i as isize * self.rs) }, ..self }
+    }
+    /// The matrix from column `j` on.
+    pub fn at_col(self, j: usize) -> Self {
+        // SAFETY: callers keep columns inside the allocation.
+        Self { ptr: unsafe { self.ptr.offset(j as isize * self.cs) }, ..self }
+    }
     /// The same matrix starting `off` floats later.
     pub fn at(self, off: usize) -> Self {
         // SAFETY: callers keep offsets inside the allocation.
@@ -64,14 +74,56 @@ pub unsafe fn gemm(
         }
         return;
     }
-    let big = threads > 1 && m * n * k >= PAR_MIN_MACS;
+    if threads > 1 && m * n * k >= PAR_MIN_MACS {
+        // Blocks of dst rows (or columns, when wider than tall), a few per
+        // worker, each a one-thread product: a worker that falls behind (the
+        // VM's two cores do not always run at the same speed) leaves blocks to
+        // the other, and no library's own threads spin beside rayon's.
+        let by_rows = m >= n;
+        let len = if by_rows { m } else { n };
+        let blocks = (threads * BLOCKS_PER_THREAD).min(len / MIN_BLOCK).max(threads.min(len));
+        let part = len.div_ceil(blocks);
+        let (dst, lhs, rhs) = (SendPtr(dst), SendMat(lhs), SendMat(rhs));
+        use rayon::prelude::*;
+        (0..len.div_ceil(part)).into_par_iter().for_each(|i| {
+            let (dst, lhs, rhs) = (dst, lhs, rhs);
+            let (s, e) = (i * part, ((i + 1) * part).min(len));
+            // SAFETY: block i writes rows (or columns) s..e of dst only.
+            if by_rows {
+                product(e - s, n, k, dst.0.add(s * ld), ld, accumulate, lhs.0.at_row(s), rhs.0, scale);
+            } else {
+                product(m, e - s, k, dst.0.add(s), ld, accumulate, lhs.0, rhs.0.at_col(s), scale);
+            }
+        });
+    } else {
+        product(m, n, k, dst, ld, accumulate, lhs, rhs, scale);
+    }
+}
+
+/// Blocks of rows (or columns) per rayon worker in a threaded product, and the
+/// smallest block.
+const BLOCKS_PER_THREAD: usize = 4;
+const MIN_BLOCK: usize = 64;
+
+/// One single-threaded product, [`gemm`]'s contract: OpenBLAS (with the
+/// feature, from [`BLAS_MIN_MACS`] and when it can read the operands' layout),
+/// otherwise the `gemm` crate.
+#[allow(clippy::too_many_arguments)]
+unsafe fn product(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    ld: usize,
+    accumulate: bool,
+    lhs: Mat,
+    rhs: Mat,
+    scale: f32,
+) {
     #[cfg(feature = "openblas")]
-    if m * n * k >= BLAS_MIN_MACS
-        && blas::sgemm(m, n, k, dst, ld, accumulate, lhs, rhs, scale, if big { threads } else { 1 })
-    {
+    if m * n * k >= BLAS_MIN_MACS && blas::sgemm(m, n, k, dst, ld, accumulate, lhs, rhs, scale) {
         return;
     }
-    let par = if big { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     gemm::gemm(
         m,
         n,
@@ -91,9 +143,22 @@ pub unsafe fn gemm(
         false,
         false,
         false,
-        par,
+        gemm::Parallelism::None,
     );
 }
+
+/// A pointer and an operand that rayon blocks share; each block writes its
+/// own rows (or columns) of dst and only reads the operands.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: see above.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+#[derive(Clone, Copy)]
+struct SendMat(Mat);
+// SAFETY: see above.
+unsafe impl Send for SendMat {}
+unsafe impl Sync for SendMat {}
 
 /// Which library runs the large matrix products.
 pub const GEMM: &str = if cfg!(feature = "openblas") { "openblas" } else { "gemm-crate" };
@@ -112,18 +177,13 @@ mod blas {
         }
     }
 
-    /// Blocks of rows (or columns) per rayon worker, and the smallest block.
-    const BLOCKS_PER_THREAD: usize = 4;
-    const MIN_BLOCK: usize = 64;
-
     extern "C" {
         fn openblas_set_num_threads(n: i32);
     }
 
-    /// [`super::gemm`] through cblas_sgemm, split into `threads` blocks of
-    /// rows (or columns) run on the rayon pool, each a one-thread OpenBLAS
-    /// call: OpenBLAS's own threads would spin beside rayon's. False (nothing
-    /// done) when an operand has a layout BLAS cannot express.
+    /// [`super::product`] through cblas_sgemm on one OpenBLAS thread (its
+    /// own threads would spin beside rayon's). False (nothing done) when an
+    /// operand has a layout BLAS cannot express.
     ///
     /// # Safety
     /// As [`super::gemm`].
@@ -138,80 +198,78 @@ mod blas {
         lhs: Mat,
         rhs: Mat,
         scale: f32,
-        threads: usize,
     ) -> bool {
         static ONE_THREAD: std::sync::Once = std::sync::Once::new();
         ONE_THREAD.call_once(|| openblas_set_num_threads(1));
         let (Some((ta, lda)), Some((tb, ldb))) = (operand(lhs, m, k), operand(rhs, k, n)) else { return false };
         let beta = if accumulate { 1.0 } else { 0.0 };
-        let dst = SendPtr(dst);
-        let (lhs, rhs) = (SendMat(lhs), SendMat(rhs));
-        let by_rows = m >= n;
-        let len = if by_rows { m } else { n };
-        // A few blocks per worker, so one that falls behind (the VM's cores do
-        // not always run at the same speed) leaves the rest to the other.
-        let blocks = (threads * BLOCKS_PER_THREAD).min(len / MIN_BLOCK).max(threads.min(len)).max(1);
-        let part = len.div_ceil(blocks);
-        use rayon::prelude::*;
-        (0..len.div_ceil(part)).into_par_iter().for_each(|i| {
-            let (lhs, rhs, dst) = (lhs, rhs, dst);
-            let (s, e) = (i * part, ((i + 1) * part).min(len));
-            // SAFETY: block i covers rows (or columns) s..e of dst only.
-            if by_rows {
-                let a = lhs.0.ptr.offset(s as isize * lhs.0.rs);
-                cblas_sgemm(
-                    CblasRowMajor,
-                    ta,
-                    tb,
-                    (e - s) as i32,
-                    n as i32,
-                    k as i32,
-                    scale,
-                    a,
-                    lda,
-                    rhs.0.ptr,
-                    ldb,
-                    beta,
-                    dst.0.add(s * ld),
-                    ld as i32,
-                );
-            } else {
-                let b = rhs.0.ptr.offset(s as isize * rhs.0.cs);
-                cblas_sgemm(
-                    CblasRowMajor,
-                    ta,
-                    tb,
-                    m as i32,
-                    (e - s) as i32,
-                    k as i32,
-                    scale,
-                    lhs.0.ptr,
-                    lda,
-                    b,
-                    ldb,
-                    beta,
-                    dst.0.add(s),
-                    ld as i32,
-                );
-            }
-        });
+        cblas_sgemm(
+            CblasRowMajor,
+            ta,
+            tb,
+            m as i32,
+            n as i32,
+            k as i32,
+            scale,
+            lhs.ptr,
+            lda,
+            rhs.ptr,
+            ldb,
+            beta,
+            dst,
+            ld as i32,
+        );
         true
     }
-
-    #[derive(Clone, Copy)]
-    struct SendPtr(*mut f32);
-    // SAFETY: each block writes its own rows (or columns) of dst.
-    unsafe impl Send for SendPtr {}
-    unsafe impl Sync for SendPtr {}
-
-    #[derive(Clone, Copy)]
-    struct SendMat(Mat);
-    // SAFETY: read-only operands shared by the blocks.
-    unsafe impl Send for SendMat {}
-    unsafe impl Sync for SendMat {}
 }
 
 /// Worker threads of the global rayon pool.
 pub fn threads() -> usize {
     rayon::current_num_threads()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{gemm, Mat};
+
+    /// `gemm` against a triple loop: one-thread and threaded sizes, split by
+    /// rows (tall) and by columns (wide), plain and transposed operands, with
+    /// and without accumulation.
+    #[test]
+    fn matches_a_triple_loop() {
+        let val = |i: usize, s: usize| ((i * 31 + s * 17) % 19) as f32 / 9.0 - 1.0;
+        for (m, n, k) in [(3, 5, 4), (37, 29, 11), (300, 70, 40), (70, 300, 40), (130, 129, 33)] {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                for accumulate in [false, true] {
+                    let a: Vec<f32> = (0..m * k).map(|i| val(i, 1)).collect();
+                    let b: Vec<f32> = (0..k * n).map(|i| val(i, 2)).collect();
+                    // A (m × k) read from a (k × m) buffer when transposed; B likewise.
+                    let lhs = if ta { Mat::cols(&a, m) } else { Mat::rows(&a, k) };
+                    let rhs = if tb { Mat::cols(&b, k) } else { Mat::rows(&b, n) };
+                    let at = |i: usize, p: usize| if ta { a[p * m + i] } else { a[i * k + p] };
+                    let bt = |p: usize, j: usize| if tb { b[j * k + p] } else { b[p * n + j] };
+                    let ld = n + 3;
+                    let init: Vec<f32> = (0..m * ld).map(|i| val(i, 3)).collect();
+                    let mut dst = init.clone();
+                    // SAFETY: operands and dst are live buffers of the stated shapes.
+                    unsafe { gemm(m, n, k, dst.as_mut_ptr(), ld, accumulate, lhs, rhs, 0.5, 2) };
+                    for i in 0..m {
+                        for j in 0..ld {
+                            let got = dst[i * ld + j];
+                            if j >= n {
+                                assert_eq!(got, init[i * ld + j], "padding column {j} written");
+                                continue;
+                            }
+                            let dot: f32 = (0..k).map(|p| at(i, p) * bt(p, j)).sum();
+                            let want = 0.5 * dot + if accumulate { init[i * ld + j] } else { 0.0 };
+                            assert!(
+                                (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                                "({m}, {n}, {k}) ta={ta} tb={tb} acc={accumulate}: [{i}, {j}] = {got}, want {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
