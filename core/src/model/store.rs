@@ -22,7 +22,7 @@ pub type Flat<D, T = NoneTape> = Tensor<(usize,), f32, D, T>;
 /// The values of a flat (always contiguous) tensor: one copy, where dfdx's
 /// `as_vec` walks strides element by element.
 pub fn flat_values<D: Backend, T>(t: &Flat<D, T>) -> Vec<f32> {
-    let mut v = vec![0.0f32; t.shape().0];
+    let mut v = crate::util::zeroed(t.shape().0);
     t.copy_into(&mut v);
     v
 }

@@ -9,33 +9,15 @@ pub mod norm;
 
 use crate::model::store::Flat;
 use dfdx::prelude::*;
-use rayon::prelude::*;
 use std::collections::VecDeque;
-use std::mem::MaybeUninit;
 use std::sync::Mutex;
 
 pub use crate::util::gemm::{gemm, threads, Mat};
+pub use crate::util::zeroed;
 
 // ---------------------------------------------------------------------------
 // Host buffers: fresh ones, and views of tensors' values
 // ---------------------------------------------------------------------------
-
-/// Buffers from this many floats are zero-filled on all rayon workers.
-const PAR_FILL: usize = 1 << 16;
-
-/// A zero-filled buffer of `n` floats, filled in parallel when large (a
-/// recycled heap block makes `calloc` run one serial memset, which left the
-/// second core idle).
-pub fn zeroed(n: usize) -> Vec<f32> {
-    if n < PAR_FILL {
-        return vec![0.0; n];
-    }
-    let mut v = Vec::with_capacity(n);
-    v.spare_capacity_mut().par_chunks_mut(PAR_FILL).for_each(|c| c.fill(MaybeUninit::new(0.0)));
-    // SAFETY: all n elements were initialised above.
-    unsafe { v.set_len(n) };
-    v
-}
 
 /// The values of a contiguous tensor (one memcpy; dfdx's `as_vec` walks
 /// strides element by element). Callers make tensors contiguous first.
