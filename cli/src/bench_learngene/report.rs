@@ -70,9 +70,7 @@ pub fn write(
                     None => "—".into(),
                     Some(r) => {
                         let secs = rs.iter().map(|r| r.init_seconds).sum::<f64>() / rs.len() as f64;
-                        // Values trained during an initialization phase (none without steps).
-                        let trainable = if r.init_steps > 0 { r.init_trainable } else { 0 };
-                        format!("{trainable} / {} / {secs:.1}", r.init_steps)
+                        format!("{} / {} / {secs:.1}", r.init_trainable, r.init_steps)
                     }
                 }
             })

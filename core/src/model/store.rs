@@ -18,15 +18,15 @@ impl<D: Device<f32> + super::kernels::Kernels + Clone + 'static> Backend for D {
 /// A flat (1-D) tensor with runtime length.
 pub type Flat<D, T = NoneTape> = Tensor<(usize,), f32, D, T>;
 
-/// One stored tensor.
-/// The values of a flat (always contiguous) tensor: one copy, where dfdx's
-/// `as_vec` walks strides element by element.
-pub fn flat_values<D: Backend, T>(t: &Flat<D, T>) -> Vec<f32> {
-    let mut v = crate::util::zeroed(t.shape().0);
+/// The values of a contiguous tensor (flat tensors always are): one copy,
+/// where dfdx's `as_vec` walks strides element by element.
+pub fn flat_values<S: Shape, D: Backend, T>(t: &Tensor<S, f32, D, T>) -> Vec<f32> {
+    let mut v = crate::util::zeroed(t.shape().num_elements());
     t.copy_into(&mut v);
     v
 }
 
+/// One stored tensor.
 #[derive(Clone, Debug)]
 pub struct Leaf<D: Backend> {
     /// Logical shape (row-major); `value` holds `product(shape)` elements.

@@ -147,13 +147,15 @@ unsafe fn product(
     );
 }
 
-/// A pointer and an operand that rayon blocks share; each block writes its
-/// own rows (or columns) of dst and only reads the operands.
+/// A pointer that rayon tasks may share; each task writes a disjoint region,
+/// joined before the buffer is read.
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+pub struct SendPtr(pub *mut f32);
 // SAFETY: see above.
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
+
+/// An operand that rayon blocks share and only read.
 #[derive(Clone, Copy)]
 struct SendMat(Mat);
 // SAFETY: see above.

@@ -7,25 +7,17 @@ pub mod gelu;
 pub mod linear;
 pub mod norm;
 
-use crate::model::store::Flat;
+use crate::model::store::{flat_values, Flat};
 use dfdx::prelude::*;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-pub use crate::util::gemm::{gemm, threads, Mat};
+pub use crate::util::gemm::{gemm, threads, Mat, SendPtr};
 pub use crate::util::zeroed;
 
 // ---------------------------------------------------------------------------
 // Host buffers: fresh ones, and views of tensors' values
 // ---------------------------------------------------------------------------
-
-/// The values of a contiguous tensor (one memcpy; dfdx's `as_vec` walks
-/// strides element by element). Callers make tensors contiguous first.
-pub fn host<S: Shape, T>(x: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
-    let mut v = zeroed(x.shape().num_elements());
-    x.copy_into(&mut v);
-    v
-}
 
 /// Recent kernel outputs whose buffers the next kernels read in place: at most
 /// this many, holding at most [`RECENT_BYTES`]. A block's activations are read
@@ -70,7 +62,8 @@ pub fn output<S: Shape>(dev: &Cpu, v: Vec<f32>, shape: S) -> Tensor<S, f32, Cpu>
     t
 }
 
-/// The values of a contiguous tensor, read in place when a kernel made it
+/// The values of a contiguous tensor (callers make tensors contiguous first),
+/// read in place when a kernel made it
 /// (dfdx offers no borrowed view of a CPU tensor), copied otherwise.
 ///
 /// In place is sound because the view holds the buffer alive and shared:
@@ -85,7 +78,7 @@ pub fn view<S: Shape, T>(x: &Tensor<S, f32, Cpu, T>) -> HostView {
         Some(r) => HostView::Borrowed { _keep: r.keep.clone(), ptr: r.ptr, len },
         None => {
             drop(recent);
-            HostView::Owned(host(x))
+            HostView::Owned(flat_values(x))
         }
     }
 }
@@ -132,13 +125,6 @@ pub fn with_grad_of<S: dfdx::shapes::Shape>(
     **grads.get_or_alloc_mut(out)? = dy;
     result
 }
-
-/// A pointer that rayon tasks may share; each task writes a disjoint region.
-#[derive(Clone, Copy)]
-pub struct SendPtr(pub *mut f32);
-// SAFETY: only used for writes to disjoint regions, joined before the buffer is read.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 const LN2_HI: f32 = 0.693_145_75;
