@@ -44,6 +44,11 @@ const BLAS_MIN_MACS: usize = 1 << 15;
 /// Products below this many multiply-adds run on one thread.
 const PAR_MIN_MACS: usize = 1 << 18;
 
+/// Blocks of rows (or columns) per rayon worker in a threaded product, and the
+/// smallest block.
+const BLOCKS_PER_THREAD: usize = 4;
+const MIN_BLOCK: usize = 64;
+
 /// `dst (m × n, row stride ld) ← [dst +] scale · lhs (m × k) · rhs (k × n)`,
 /// threaded over `threads` rayon workers when it is worth it.
 ///
@@ -90,40 +95,20 @@ pub unsafe fn gemm(
             let (s, e) = (i * part, ((i + 1) * part).min(len));
             // SAFETY: block i writes rows (or columns) s..e of dst only.
             if by_rows {
-                product(e - s, n, k, dst.0.add(s * ld), ld, accumulate, lhs.0.at_row(s), rhs.0, scale);
+                gemm(e - s, n, k, dst.0.add(s * ld), ld, accumulate, lhs.0.at_row(s), rhs.0, scale, 1);
             } else {
-                product(m, e - s, k, dst.0.add(s), ld, accumulate, lhs.0, rhs.0.at_col(s), scale);
+                gemm(m, e - s, k, dst.0.add(s), ld, accumulate, lhs.0, rhs.0.at_col(s), scale, 1);
             }
         });
-    } else {
-        product(m, n, k, dst, ld, accumulate, lhs, rhs, scale);
+        return;
     }
-}
-
-/// Blocks of rows (or columns) per rayon worker in a threaded product, and the
-/// smallest block.
-const BLOCKS_PER_THREAD: usize = 4;
-const MIN_BLOCK: usize = 64;
-
-/// One single-threaded product, [`gemm`]'s contract: OpenBLAS (with the
-/// feature, from [`BLAS_MIN_MACS`] and when it can read the operands' layout),
-/// otherwise the `gemm` crate.
-#[allow(clippy::too_many_arguments)]
-unsafe fn product(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    ld: usize,
-    accumulate: bool,
-    lhs: Mat,
-    rhs: Mat,
-    scale: f32,
-) {
+    // One thread: OpenBLAS (with the feature, from BLAS_MIN_MACS and when it
+    // can read the operands' layout), otherwise the `gemm` crate.
     #[cfg(feature = "openblas")]
     if m * n * k >= BLAS_MIN_MACS && blas::sgemm(m, n, k, dst, ld, accumulate, lhs, rhs, scale) {
         return;
     }
+
     gemm::gemm(
         m,
         n,
@@ -183,7 +168,7 @@ mod blas {
         fn openblas_set_num_threads(n: i32);
     }
 
-    /// [`super::product`] through cblas_sgemm on one OpenBLAS thread (its
+    /// One-thread [`super::gemm`] through cblas_sgemm on one OpenBLAS thread (its
     /// own threads would spin beside rayon's). False (nothing done) when an
     /// operand has a layout BLAS cannot express.
     ///
