@@ -168,7 +168,7 @@ mod blas {
         fn openblas_set_num_threads(n: i32);
     }
 
-    /// One-thread [`super::gemm`] through cblas_sgemm on one OpenBLAS thread (its
+    /// [`super::gemm`] on one thread, through cblas_sgemm with one OpenBLAS thread (its
     /// own threads would spin beside rayon's). False (nothing done) when an
     /// operand has a layout BLAS cannot express.
     ///
