@@ -12,6 +12,8 @@
 #                PyTorch fp32 / bf16-autocast eager in the same call when
 #                python3 has torch with CUDA); sampling images/s; Inception images/s
 #                (the Inception port runs on the CPU; needs its weights)
+#   4. profile   per-kernel GPU time of one DiT-S/2 batch-64 step (nsys, else
+#                ncu) against its wall time: scripts/gpu_profile_summary.py
 #
 # Prints a short table last; every JSON line also lands in $OUT (default
 # $OUT from the device tool, else /tmp/gpu-check). Exit status: 1 when a
@@ -45,6 +47,17 @@ run() {
     fi
     return $rc
 }
+# table: the rows so far as a markdown table; also kept in $OUT/table.md after each
+# section, so a call cut off by its time limit still brings back what was done.
+table() {
+    printf '| check | result | on |\n|---|---|---|\n'
+    local r a b c
+    for r in "${ROWS[@]}"; do
+        IFS='|' read -r a b c <<<"$r"
+        printf '| %s | %s | %s |\n' "$a" "$b" "$c"
+    done
+}
+checkpoint() { table >"$OUT/table.md"; }
 field() { python3 -c "import json,sys; d=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); print(d.get(sys.argv[2], '?'))" "$1" "$2" 2>/dev/null || echo "?"; }
 
 if [ ! -x "$FINE" ]; then
@@ -77,6 +90,7 @@ for g in $PARITY_GRAPHS; do
     fi
 done
 
+checkpoint
 # ----- 2. the FINE pipeline -----
 say "2. FINE pipeline on $DEV"
 P="--device $DEV"
@@ -95,6 +109,7 @@ else
     ROWS+=("FINE pipeline (tiny, bundled)|a step failed (logs in $OUT/pipe-*.log)|FAIL")
 fi
 
+checkpoint
 # ----- 3. timings -----
 say "3. timings"
 HAVE_TORCH=0
@@ -106,7 +121,7 @@ for spec in $TIMED; do
     name=$(basename "$g" .ron)
     n=step-$name-b$b
     if run "$n" 240 "$FINE" --device "$DEV" bench step --graph "$g" --batch "$b" --steps 10 --warmup 3; then
-        ms=$(field "$OUT/$n.json" step_ms)
+        ms=$(printf "%.1f" "$(field "$OUT/$n.json" step_ms)" 2>/dev/null || echo "?")
         ratio=""
         if [ $HAVE_TORCH = 1 ]; then
             dims=$(python3 - "$g" <<'PY'
@@ -131,6 +146,7 @@ PY
     else
         ROWS+=("step $name batch $b|failed (see $OUT/$n.log)|$CARD")
     fi
+    checkpoint
 done
 # Sampling throughput: a DiT-S/2 (tiny when QUICK) with 1 training step, DDIM 50 steps.
 sg=graphs/dit-s-2.ron
@@ -152,10 +168,34 @@ else
     ROWS+=("Inception features|skipped: no Inception weights on this machine (scripts/fetch-inception.sh)|-")
 fi
 
+checkpoint
+# ----- 4. profile -----
+# Where the GPU time of one DiT-S/2 batch-64 step goes: per-kernel GPU time from
+# nsys (or ncu, one metric) against the step's wall time. Skipped when the
+# checks above left too little of the call's time (PROFILE_AFTER_S, default 330 s).
+if [ "$DEV" != cpu ] && [ "$SECONDS" -lt "${PROFILE_AFTER_S:-330}" ]; then
+    say "4. kernel profile of one DiT-S/2 batch-64 step"
+    pg=graphs/dit-s-2.ron
+    pb=64
+    [ "$QUICK" = 1 ] && pg=graphs/fmnist-tiny.ron && pb=8
+    NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
+    NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+    if [ -n "$NSYS" ]; then
+        timeout 150 "$NSYS" profile -o "$W/prof" --force-overwrite true --trace cuda --sample none --cpuctxsw none \
+            "$FINE" --device "$DEV" bench step --graph "$pg" --batch $pb --steps 3 --warmup 1 >"$OUT/profile-step.json" 2>"$OUT/profile.log"
+        timeout 90 "$NSYS" stats --report cuda_gpu_kern_sum --report cuda_api_sum --format csv --output "$OUT/profile" "$W/prof.nsys-rep" >>"$OUT/profile.log" 2>&1
+        ROWS+=("profile (nsys, 4 steps)|$(python3 scripts/gpu_profile_summary.py nsys "$OUT" "$OUT/step-$(basename $pg .ron)-b$pb.json" 2>>"$OUT/profile.log" || echo "failed, see profile.log")|$CARD")
+    elif [ -n "$NCU" ]; then
+        timeout 150 "$NCU" --metrics gpu__time_duration.sum --csv --page raw -c 4000 \
+            "$FINE" --device "$DEV" bench step --graph "$pg" --batch $pb --steps 1 --warmup 0 >"$OUT/profile-ncu.csv" 2>"$OUT/profile.log"
+        ROWS+=("profile (ncu, 1 step)|$(python3 scripts/gpu_profile_summary.py ncu "$OUT" "$OUT/step-$(basename $pg .ron)-b$pb.json" 2>>"$OUT/profile.log" || echo "failed, see profile.log")|$CARD")
+    else
+        ROWS+=("profile|skipped: neither nsys nor ncu found|-")
+    fi
+fi
+
+checkpoint
 # ----- table -----
-printf '\n| check | result | on |\n|---|---|---|\n'
-for r in "${ROWS[@]}"; do
-    IFS='|' read -r a b c <<<"$r"
-    printf '| %s | %s | %s |\n' "$a" "$b" "$c"
-done
+printf '\n'
+table
 exit $FAILED
