@@ -15,8 +15,9 @@
 #   4. profile   per-kernel GPU time of one DiT-S/2 batch-64 step (nsys, else
 #                ncu) against its wall time: scripts/gpu_profile_summary.py
 #
-# Prints a short table last; every JSON line also lands in $OUT (default
-# $OUT from the device tool, else /tmp/gpu-check). Exit status: 1 when a
+# Prints a short table last; it lands in $OUT/table.md (default $OUT from the
+# device tool, else /tmp/gpu-check) with profile.md, and every JSON line and log
+# in $OUT/gpu-check-logs.tar.gz. Exit status: 1 when a
 # parity check or a pipeline step failed.
 #
 # Try it on the CPU here (tiny sizes, minutes):
@@ -186,7 +187,7 @@ if [ "$DEV" != cpu ] && [ "$SECONDS" -lt "${PROFILE_AFTER_S:-330}" ]; then
         timeout 90 "$NSYS" stats --report cuda_gpu_kern_sum --report cuda_api_sum --format csv --output "$OUT/profile" "$W/prof.nsys-rep" >>"$OUT/profile.log" 2>&1
         ROWS+=("profile (nsys, 4 steps)|$(python3 scripts/gpu_profile_summary.py nsys "$OUT" "$OUT/step-$(basename $pg .ron)-b$pb.json" 2>>"$OUT/profile.log" || echo "failed, see profile.log")|$CARD")
     elif [ -n "$NCU" ]; then
-        timeout 150 "$NCU" --metrics gpu__time_duration.sum --csv --page raw -c 4000 \
+        timeout 150 "$NCU" --metrics gpu__time_duration.sum --csv --page raw -c 20000 \
             "$FINE" --device "$DEV" bench step --graph "$pg" --batch $pb --steps 1 --warmup 0 >"$OUT/profile-ncu.csv" 2>"$OUT/profile.log"
         ROWS+=("profile (ncu, 1 step)|$(python3 scripts/gpu_profile_summary.py ncu "$OUT" "$OUT/step-$(basename $pg .ron)-b$pb.json" 2>>"$OUT/profile.log" || echo "failed, see profile.log")|$CARD")
     else
@@ -195,6 +196,12 @@ if [ "$DEV" != cpu ] && [ "$SECONDS" -lt "${PROFILE_AFTER_S:-330}" ]; then
 fi
 
 checkpoint
+# The device tool brings back only a few files: everything but the table and
+# the profile goes into one archive.
+(cd "$OUT" && tar czf "$W/logs.tar.gz" --exclude=table.md --exclude=profile.md --exclude=gpu.txt . &&
+    find . -maxdepth 1 -type f ! -name table.md ! -name profile.md ! -name gpu.txt -delete &&
+    mv "$W/logs.tar.gz" gpu-check-logs.tar.gz)
+
 # ----- table -----
 printf '\n'
 table

@@ -50,7 +50,7 @@ pub const CUDA_BUILT: bool = cfg!(feature = "cuda");
 pub type CudaDevice = dfdx::tensor::Cuda;
 
 /// Opens GPU `ordinal` (its random stream seeded with 0; the runtime draws its
-/// own randomness on the host). cudarc 0.9 unwraps a failed `cuInit` (no
+/// own randomness on the host) with dfdx's allocation cache on. cudarc 0.9 unwraps a failed `cuInit` (no
 /// driver, no device), so that panic is caught and becomes the error.
 #[cfg(feature = "cuda")]
 pub fn cuda(ordinal: usize) -> Result<CudaDevice> {
@@ -59,7 +59,13 @@ pub fn cuda(ordinal: usize) -> Result<CudaDevice> {
     let r = std::panic::catch_unwind(|| dfdx::tensor::Cuda::try_build(ordinal, 0));
     std::panic::set_hook(hook);
     match r {
-        Ok(Ok(dev)) => Ok(dev),
+        Ok(Ok(dev)) => {
+            // dfdx's allocation cache is off by default; a training step allocates
+            // the same sizes every step, so freed buffers are reused instead of
+            // going through cuMemAllocAsync/cuMemFreeAsync once per op.
+            dfdx::tensor::Cache::enable_cache(&dev);
+            Ok(dev)
+        }
         Ok(Err(e)) => bail!("cannot open CUDA device {ordinal}: {e:?}"),
         Err(p) => {
             let msg = p

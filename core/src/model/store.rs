@@ -127,6 +127,11 @@ impl<D: Backend> ParamStore<D> {
         Ok(())
     }
 
+    /// A leaf's values on the device, to update in place (the optimizer).
+    pub fn value_mut(&mut self, name: &str) -> Result<&mut Flat<D>> {
+        Ok(&mut self.leaves.get_mut(name).ok_or_else(|| anyhow!("no leaf named `{name}`"))?.value)
+    }
+
     /// Host copies of all leaves.
     pub fn host_values(&self) -> BTreeMap<String, Vec<f32>> {
         self.leaves.iter().map(|(n, l)| (n.clone(), flat_values(&l.value))).collect()

@@ -1,6 +1,13 @@
 //! AdamW over the store's trainable leaves (PyTorch's `torch.optim.AdamW`),
-//! with global-norm gradient clipping.
+//! with global-norm gradient clipping and the EMA update, on the host
+//! ([`AdamW`], [`global_norm`], [`clip`]) or as device tensors ([`DeviceState`],
+//! [`device_global_norm`]) for backends that step on the device (CUDA): the
+//! same arithmetic, so a GPU run keeps its weights, moments and EMA on the GPU.
 
+use crate::model::store::{flat_values, Flat};
+use crate::model::Backend;
+use anyhow::{anyhow, Result};
+use dfdx::prelude::*;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 
@@ -79,6 +86,93 @@ pub fn clip(grads: &mut BTreeMap<String, Vec<f32>>, norm: f64, max_norm: f64) {
         let f = f as f32;
         grads.values_mut().flat_map(|g| g.iter_mut()).for_each(|x| *x *= f);
     }
+}
+
+// ---------------------------------------------------------------- on the device
+
+/// AdamW moments and the EMA as device tensors, for a backend whose
+/// [`Kernels::HOST_STEP`](crate::model::kernels::Kernels::HOST_STEP) is false.
+/// The host maps ([`AdamW`], the trainer's EMA) stay what checkpoints hold:
+/// [`DeviceState::upload`] starts from them, [`DeviceState::download`] gives them back.
+pub struct DeviceState<D: Backend> {
+    /// First moments by leaf name.
+    pub m: BTreeMap<String, Flat<D>>,
+    /// Second moments by leaf name.
+    pub v: BTreeMap<String, Flat<D>>,
+    /// EMA by leaf name.
+    pub ema: BTreeMap<String, Flat<D>>,
+}
+
+impl<D: Backend> DeviceState<D> {
+    /// Device copies of host moments and EMA.
+    pub fn upload(dev: &D, opt: &AdamW, ema: &BTreeMap<String, Vec<f32>>) -> Self {
+        let up = |m: &BTreeMap<String, Vec<f32>>| -> BTreeMap<String, Flat<D>> {
+            m.iter().map(|(k, v)| (k.clone(), dev.tensor_from_vec(v.clone(), (v.len(),)))).collect()
+        };
+        Self { m: up(&opt.m), v: up(&opt.v), ema: up(ema) }
+    }
+
+    /// Host copies: (first moments, second moments, EMA).
+    #[allow(clippy::type_complexity)]
+    pub fn download(&self) -> (BTreeMap<String, Vec<f32>>, BTreeMap<String, Vec<f32>>, BTreeMap<String, Vec<f32>>) {
+        let down = |m: &BTreeMap<String, Flat<D>>| m.iter().map(|(k, t)| (k.clone(), flat_values(t))).collect();
+        (down(&self.m), down(&self.v), down(&self.ema))
+    }
+
+    /// [`AdamW::update`] of `param` by `scale · grad` (`scale` < 1 when
+    /// clipping), then the EMA update with `ema_decay` ([`super::ema::update`]),
+    /// all on the device: dfdx's in-place `axpy` where the formula allows.
+    #[allow(clippy::too_many_arguments)]
+    pub fn update(
+        &mut self,
+        name: &str,
+        param: &mut Flat<D>,
+        grad: &Flat<D>,
+        scale: f32,
+        hp: AdamWHp,
+        t: u64,
+        ema_decay: f64,
+    ) -> Result<()> {
+        let n = param.shape().0;
+        if grad.shape().0 != n {
+            return Err(anyhow!("AdamW: `{name}` has {n} values and {} gradients", grad.shape().0));
+        }
+        let dev = param.device().clone();
+        let zeros = || dev.zeros_like(&(n,));
+        let m = self.m.entry(name.to_string()).or_insert_with(zeros);
+        let v = self.v.entry(name.to_string()).or_insert_with(zeros);
+        let bc1 = 1.0 - hp.beta1.powi(t as i32);
+        let bc2 = 1.0 - hp.beta2.powi(t as i32);
+        let step = (hp.lr / bc1) as f32;
+        let bc2_sqrt = bc2.sqrt() as f32;
+        let decay = (1.0 - hp.lr * hp.weight_decay) as f32;
+        let g = if scale == 1.0 { grad.clone() } else { grad.clone() * scale };
+        m.axpy(hp.beta1 as f32, &g, 1.0 - hp.beta1 as f32); // m ← β1·m + (1−β1)·g
+        v.axpy(hp.beta2 as f32, &g.square(), 1.0 - hp.beta2 as f32); // v ← β2·v + (1−β2)·g²
+        let denom = v.clone().sqrt() / bc2_sqrt + hp.eps as f32; // √v / √(1−β2ᵗ) + ε
+        param.axpy(decay, &(m.clone() / denom), -step); // θ ← θ·(1 − lr·λ) − lr/(1−β1ᵗ) · m / denom
+        match self.ema.get_mut(name) {
+            Some(e) => e.axpy(ema_decay as f32, param, (1.0 - ema_decay) as f32),
+            None => {
+                self.ema.insert(name.to_string(), param.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// [`global_norm`] of device gradients: one sum of squares per leaf, added on
+/// the device, one value read back.
+pub fn device_global_norm<'a, D: Backend>(grads: impl Iterator<Item = &'a Flat<D>>) -> f64 {
+    let mut total: Option<Tensor<Rank0, f32, D>> = None;
+    for g in grads {
+        let s = g.clone().square().sum::<Rank0, _>();
+        total = Some(match total {
+            Some(t) => t + s,
+            None => s,
+        });
+    }
+    total.map_or(0.0, |t| (t.as_vec()[0] as f64).sqrt())
 }
 
 #[cfg(test)]

@@ -41,9 +41,11 @@ pub struct Trainer<D: Backend> {
     pub cfg: TrainConfig,
     /// Leaves (live weights).
     pub store: ParamStore<D>,
-    /// AdamW moments.
+    /// AdamW moments. On a device that steps on the device
+    /// ([`Kernels::HOST_STEP`](crate::model::kernels::Kernels::HOST_STEP) false) these are the values at the first step;
+    /// the live ones are in `on_device` and [`Trainer::checkpoint`] reads them.
     pub opt: AdamW,
-    /// EMA of every leaf.
+    /// EMA of every leaf (the same caveat as `opt`).
     pub ema: BTreeMap<String, Vec<f32>>,
     /// Updates applied so far.
     pub step: usize,
@@ -56,6 +58,18 @@ pub struct Trainer<D: Backend> {
     pub teacher: Option<super::Teacher<D>>,
     sched: NoiseSchedule,
     perm: (usize, Vec<usize>),
+    /// Whether steps run the optimizer on the device (default: `!D::HOST_STEP`).
+    device_step: bool,
+    /// Moments and EMA on the device, from the first device step on.
+    on_device: Option<optim::DeviceState<D>>,
+}
+
+/// The error for a loss that is not finite at (0-based) step `s`.
+fn check_finite(loss: f32, s: usize) -> Result<()> {
+    if !loss.is_finite() {
+        bail!("loss became {loss} at step {}: lower the learning rate or enable grad_clip", s + 1);
+    }
+    Ok(())
 }
 
 /// The random stream of step `s` of a run seeded with `seed`.
@@ -155,7 +169,21 @@ impl<D: Backend> Trainer<D> {
             );
         }
         let sched = NoiseSchedule::new(cfg.beta_schedule, cfg.diffusion_steps);
-        Ok(Self { dit, cfg, store, opt, ema, step, extra, data, teacher: None, sched, perm: (usize::MAX, Vec::new()) })
+        Ok(Self {
+            dit,
+            cfg,
+            store,
+            opt,
+            ema,
+            step,
+            extra,
+            data,
+            teacher: None,
+            sched,
+            perm: (usize::MAX, Vec::new()),
+            device_step: !D::HOST_STEP,
+            on_device: None,
+        })
     }
 
     /// The noise schedule.
@@ -207,14 +235,6 @@ impl<D: Backend> Trainer<D> {
             Some(teacher) => teacher.target(&x_t, &tf, &y, &eps)?,
             None => eps,
         };
-        let (loss, mut grads) = loss::eps_mse_and_grads(&self.dit, &self.store, &x_t, &tf, &y, &target)?;
-        if !loss.is_finite() {
-            bail!("loss became {loss} at step {}: lower the learning rate or enable grad_clip", s + 1);
-        }
-        let grad_norm = optim::global_norm(grads.values());
-        if let Some(c) = self.cfg.grad_clip {
-            optim::clip(&mut grads, grad_norm, c);
-        }
         let lr = self.cfg.lr_at(s);
         let hp = AdamWHp {
             lr,
@@ -224,14 +244,80 @@ impl<D: Backend> Trainer<D> {
             weight_decay: self.cfg.weight_decay,
         };
         self.opt.t = s as u64 + 1;
+        let (loss, grad_norm) = if self.device_step {
+            self.device_update(&x_t, &tf, &y, &target, hp)?
+        } else {
+            self.host_update(&x_t, &tf, &y, &target, hp)?
+        };
+        self.step += 1;
+        Ok(StepStats { step: self.step, loss, grad_norm, lr })
+    }
+
+    /// Gradients, clipping, AdamW and EMA over host copies; returns (loss, gradient norm).
+    fn host_update(&mut self, x_t: &[f32], tf: &[f32], y: &[usize], target: &[f32], hp: AdamWHp) -> Result<(f32, f64)> {
+        let (loss, mut grads) = loss::eps_mse_and_grads(&self.dit, &self.store, x_t, tf, y, target)?;
+        check_finite(loss, self.step)?;
+        let grad_norm = optim::global_norm(grads.values());
+        if let Some(c) = self.cfg.grad_clip {
+            optim::clip(&mut grads, grad_norm, c);
+        }
         for (name, g) in &grads {
             let mut v = crate::model::store::flat_values(&self.store.leaf(name)?.value);
             self.opt.update(name, &mut v, g, hp, self.opt.t);
             ema::update(&mut self.ema, name, &v, self.cfg.ema_decay);
             self.store.set(name, v)?;
         }
-        self.step += 1;
-        Ok(StepStats { step: self.step, loss, grad_norm, lr })
+        Ok((loss, grad_norm))
+    }
+
+    /// The same as [`Self::host_update`] with gradients, moments and EMA on the device.
+    fn device_update(
+        &mut self,
+        x_t: &[f32],
+        tf: &[f32],
+        y: &[usize],
+        target: &[f32],
+        hp: AdamWHp,
+    ) -> Result<(f32, f64)> {
+        let (loss, grads) = loss::eps_mse_and_device_grads(&self.dit, &self.store, x_t, tf, y, target)?;
+        check_finite(loss, self.step)?;
+        let grad_norm = optim::device_global_norm(grads.values());
+        let scale = match self.cfg.grad_clip {
+            Some(c) if c / (grad_norm + 1e-6) < 1.0 => (c / (grad_norm + 1e-6)) as f32, // as optim::clip
+            _ => 1.0,
+        };
+        let state =
+            self.on_device.get_or_insert_with(|| optim::DeviceState::upload(&self.store.dev, &self.opt, &self.ema));
+        for (name, g) in &grads {
+            state.update(name, self.store.value_mut(name)?, g, scale, hp, self.opt.t, self.cfg.ema_decay)?;
+        }
+        Ok((loss, grad_norm))
+    }
+
+    /// Steps the optimizer on the device (`true`) or on the host over copies;
+    /// the default is the device's [`Kernels::HOST_STEP`](crate::model::kernels::Kernels::HOST_STEP). Both give the same
+    /// numbers up to f32 rounding (`tests::device_step_matches_host_step`).
+    pub fn set_device_step(&mut self, on: bool) {
+        if !on {
+            self.sync_host();
+        }
+        self.device_step = on;
+    }
+
+    /// Writes the device moments and EMA back into `opt` and `ema`, and
+    /// continues from the host values.
+    fn sync_host(&mut self) {
+        if let Some(state) = self.on_device.take() {
+            (self.opt.m, self.opt.v, self.ema) = state.download();
+        }
+    }
+
+    /// The EMA as host values (from the device when it lives there).
+    fn ema_values(&self) -> BTreeMap<String, Vec<f32>> {
+        match &self.on_device {
+            Some(state) => state.ema.iter().map(|(k, t)| (k.clone(), crate::model::store::flat_values(t))).collect(),
+            None => self.ema.clone(),
+        }
     }
 
     /// The complete state as a checkpoint.
@@ -242,15 +328,82 @@ impl<D: Backend> Trainer<D> {
             spec: self.store.spec.clone(),
             step: self.step,
             params: self.store.host_values(),
-            ema: self.ema.clone(),
-            adam_m: self.opt.m.clone(),
-            adam_v: self.opt.v.clone(),
+            ema: self.ema_values(),
+            adam_m: self.on_device.as_ref().map_or_else(|| self.opt.m.clone(), |d| d.download().0),
+            adam_v: self.on_device.as_ref().map_or_else(|| self.opt.v.clone(), |d| d.download().1),
             extra: self.extra.clone(),
         }
     }
 
     /// A store holding the EMA weights (for sampling).
     pub fn ema_store(&self) -> Result<ParamStore<D>> {
-        ParamStore::from_values(self.store.dev.clone(), self.store.spec.clone(), self.ema.clone())
+        ParamStore::from_values(self.store.dev.clone(), self.store.spec.clone(), self.ema_values())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::store::CpuDevice;
+
+    fn rel(a: &BTreeMap<String, Vec<f32>>, b: &BTreeMap<String, Vec<f32>>) -> f64 {
+        assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+        let (mut num, mut den) = (0.0f64, 0.0f64);
+        for (k, x) in a {
+            for (p, q) in x.iter().zip(&b[k]) {
+                num = num.max((p - q).abs() as f64);
+                den = den.max(p.abs() as f64);
+            }
+        }
+        num / den.max(1e-12)
+    }
+
+    /// The device optimizer (run here on the CPU) takes the same steps as the
+    /// host one: weights, both moments and the EMA after 4 steps with clipping
+    /// active and weight decay, then one more after switching back to the host.
+    #[test]
+    fn device_step_matches_host_step() {
+        let g = crate::graph::from_file(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../graphs/fmnist-tiny.ron"
+        )))
+        .unwrap();
+        let cfg = TrainConfig {
+            data: "synthetic".into(),
+            batch: 4,
+            lr: 3e-3,
+            weight_decay: 0.01,
+            grad_clip: Some(0.05), // below the norm of a fresh model: clipping scales every step
+            ema_decay: 0.9,
+            ..Default::default()
+        };
+        let mut host = Trainer::new(CpuDevice::default(), &g, cfg.clone(), None).unwrap();
+        let mut dev = Trainer::new(CpuDevice::default(), &g, cfg, None).unwrap();
+        assert!(!host.device_step, "the CPU steps on the host by default");
+        dev.set_device_step(true);
+        for _ in 0..4 {
+            let (a, b) = (host.train_step().unwrap(), dev.train_step().unwrap());
+            assert!(a.grad_norm > 0.05, "clipping inactive: norm {}", a.grad_norm);
+            assert!(
+                ((a.loss - b.loss) / a.loss).abs() < 1e-5 && ((a.grad_norm - b.grad_norm) / a.grad_norm).abs() < 1e-5
+            );
+        }
+        let (ca, cb) = (host.checkpoint(), dev.checkpoint());
+        assert!(dev.opt.m.is_empty(), "the device moments were not read back by checkpoint()");
+        for (what, a, b) in [
+            ("params", &ca.params, &cb.params),
+            ("m", &ca.adam_m, &cb.adam_m),
+            ("v", &ca.adam_v, &cb.adam_v),
+            ("ema", &ca.ema, &cb.ema),
+        ] {
+            let e = rel(a, b);
+            assert!(e < 1e-5, "{what}: relative difference {e:.2e}");
+        }
+        assert!(rel(&ca.params, &host.checkpoint().ema) > 1e-4, "EMA equals the weights: the EMA check is vacuous");
+        dev.set_device_step(false);
+        host.train_step().unwrap();
+        dev.train_step().unwrap();
+        let e = rel(&host.checkpoint().adam_v, &dev.checkpoint().adam_v);
+        assert!(e < 1e-5, "after switching back: {e:.2e}");
     }
 }
