@@ -69,6 +69,9 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,m
 CARD=$(head -1 "$OUT/gpu.txt" 2>/dev/null | cut -d, -f1)
 CARD=${CARD:-$DEV}
 
+# SKIP: sections to leave out, e.g. SKIP="pipeline sampling profile" for a
+# short call that only re-measures; PARITY_GRAPHS / TIMED override the lists.
+skip() { [[ " ${SKIP:-} " == *" $1 "* ]]; }
 if [ "$QUICK" = 1 ]; then
     PARITY_GRAPHS="graphs/fmnist-tiny.ron"
     TIMED="graphs/fmnist-tiny.ron:8"
@@ -78,6 +81,8 @@ else
     TIMED="graphs/dit-s-2.ron:64 graphs/dit-s-2.ron:256 graphs/dit-b-2.ron:64 graphs/dit-b-2.ron:256"
     PIPE_STEPS=200
 fi
+PARITY_GRAPHS=${PARITY_OVERRIDE:-$PARITY_GRAPHS}
+TIMED=${TIMED_OVERRIDE:-$TIMED}
 
 # ----- 1. parity -----
 say "1. parity of $DEV against the CPU"
@@ -93,10 +98,11 @@ done
 
 checkpoint
 # ----- 2. the FINE pipeline -----
-say "2. FINE pipeline on $DEV"
 P="--device $DEV"
 t0=$SECONDS
-if run pipe-pretrain 300 "$FINE" $P pretrain --strategy fine --graph graphs/fmnist-tiny-d3.ron --out "$W/anc" \
+if skip pipeline; then
+    :
+elif say "2. FINE pipeline on $DEV" && run pipe-pretrain 300 "$FINE" $P pretrain --strategy fine --graph graphs/fmnist-tiny-d3.ron --out "$W/anc" \
         --steps "$PIPE_STEPS" --batch 32 --data bundled --lr 2e-3 &&
     run pipe-extract 120 "$FINE" $P learngene extract --run "$W/anc" --out "$W/lg.safetensors" &&
     run pipe-init 300 "$FINE" $P init --learngene "$W/lg.safetensors" --graph graphs/fmnist-tiny.ron --out "$W/desc" \
@@ -153,7 +159,7 @@ done
 sg=graphs/dit-s-2.ron
 sn=256
 [ "$QUICK" = 1 ] && sg=graphs/fmnist-tiny.ron && sn=16
-if run samp-train 300 "$FINE" --device "$DEV" train --graph "$sg" --out "$W/s" --steps 1 --batch 2 --data synthetic; then
+if ! skip sampling && run samp-train 300 "$FINE" --device "$DEV" train --graph "$sg" --out "$W/s" --steps 1 --batch 2 --data synthetic; then
     t0=$(date +%s.%N)
     if run samp "$(( QUICK == 1 ? 120 : 300 ))" "$FINE" --device "$DEV" sample --run "$W/s" --n $sn --steps 50 --sampler ddim --cfg 1 --out "$W/s.png"; then
         s=$(python3 -c "import time; print(round($sn/(time.time()-$t0), 1))")
@@ -161,7 +167,9 @@ if run samp-train 300 "$FINE" --device "$DEV" train --graph "$sg" --out "$W/s" -
     fi
 fi
 # Inception features (the Rust port runs on the CPU cores of this machine).
-if [ -f "${FINE_INCEPTION:-$HOME/.cache/fine/inception/default_1.pt}" ] || [ -f "${FINE_INCEPTION:-}" ]; then
+if skip inception; then
+    :
+elif [ -f "${FINE_INCEPTION:-$HOME/.cache/fine/inception/default_1.pt}" ] || [ -f "${FINE_INCEPTION:-}" ]; then
     if run inception 300 "$FINE" bench inception --n 256 --batch 32; then
         ROWS+=("Inception features (CPU port)|$(field "$OUT/inception.json" images_per_s) images/s|$(nproc) CPU threads")
     fi
@@ -174,7 +182,7 @@ checkpoint
 # Where the GPU time of one DiT-S/2 batch-64 step goes: per-kernel GPU time from
 # nsys (or ncu, one metric) against the step's wall time. Skipped when the
 # checks above left too little of the call's time (PROFILE_AFTER_S, default 330 s).
-if [ "$DEV" != cpu ] && [ "$SECONDS" -lt "${PROFILE_AFTER_S:-330}" ]; then
+if [ "$DEV" != cpu ] && ! skip profile && [ "$SECONDS" -lt "${PROFILE_AFTER_S:-330}" ]; then
     say "4. kernel profile of one DiT-S/2 batch-64 step"
     pg=graphs/dit-s-2.ron
     pb=64
