@@ -78,17 +78,13 @@ pub trait Kernels: Device<f32> {
 pub mod portable {
     use super::*;
 
-    /// See [`Kernels::linear`]. The bias is added as the rank-1 product
-    /// 1·bᵀ, whose backward sums the output gradient over rows in one GEMM;
-    /// a broadcast add's backward (dfdx on CUDA) reduces with atomics, ≈ 10×
-    /// slower for DiT's (B·T, 4·D) rows.
+    /// See [`Kernels::linear`].
     pub fn linear<D: Device<f32>, T: Tape<f32, D>>(x: T2<D, T>, w: T2<D, T>, b: Option<Flat<D, T>>) -> T2<D, T> {
         let (n, out) = (x.shape().0, w.shape().0);
-        let ones = x.device().ones_like(&(n, 1)); // (N, 1)
         let y = x.matmul(w.permute::<_, Axes2<1, 0>>()); // (N, out)
         match b {
             None => y,
-            Some(b) => y + ones.retaped::<T>().matmul(b.reshape_like(&(1, out))), // + (N, 1)·(1, out)
+            Some(b) => y + b.broadcast_like::<_, Axis<0>>(&(n, out)),
         }
     }
 
@@ -130,10 +126,12 @@ pub mod portable {
         let split = |x: T2<D, T>| {
             x.reshape_like(&(b, t, h, hd)).permute::<_, Axes4<0, 2, 1, 3>>().reshape_like(&(b * h, t, hd))
         };
-        let q = split(qkv.with_empty_tape().slice((.., 0..d))); // (B·H, T, hd)
+        // q is scaled by 1/√hd before the product, not the (B·H, T, T) scores:
+        // one T×T intermediate (and its gradient) fewer per layer.
+        let q = split(qkv.with_empty_tape().slice((.., 0..d))) * (hd as f32).powf(-0.5); // (B·H, T, hd)
         let k = split(qkv.with_empty_tape().slice((.., d..2 * d))).permute::<_, Axes3<0, 2, 1>>(); // (B·H, hd, T)
         let v = split(qkv.slice((.., 2 * d..3 * d))); // (B·H, T, hd)
-        let att = (q.matmul(k) * (hd as f32).powf(-0.5)).softmax::<Axis<2>>(); // (B·H, T, T)
+        let att = q.matmul(k).softmax::<Axis<2>>(); // (B·H, T, T)
         att.matmul(v).reshape_like(&(b, h, t, hd)).permute::<_, Axes4<0, 2, 1, 3>>().reshape_like(&(b * t, d))
         // (B·T, D)
     }
