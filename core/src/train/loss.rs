@@ -19,34 +19,37 @@ pub fn eps_mse_and_grads<D: Backend>(
     eps: &[f32],
 ) -> Result<(f32, BTreeMap<String, Vec<f32>>)> {
     let (value, mut grads) = eps_mse_backward(dit, store, x_t, t, y, eps)?;
-    let mut out = BTreeMap::new();
-    for (name, leaf) in store.leaves().filter(|(_, l)| l.trainable) {
-        let g = D::take_grad(&mut grads, &leaf.value).map_err(|e| anyhow::anyhow!("gradient of `{name}`: {e:?}"))?;
-        out.insert(name.clone(), g);
-    }
-    Ok((value, out))
+    Ok((value, per_leaf(store, &mut grads, D::take_grad)?))
 }
 
-/// [`eps_mse_and_grads`] with the gradients left on the device.
-pub fn eps_mse_and_device_grads<D: Backend>(
-    dit: &Dit,
+/// The gradient of every trainable leaf, left on the device (zeros where
+/// nothing reached a leaf), out of [`eps_mse_backward`]'s tape.
+pub fn device_grads<D: Backend>(
     store: &ParamStore<D>,
-    x_t: &[f32],
-    t: &[f32],
-    y: &[usize],
-    eps: &[f32],
-) -> Result<(f32, BTreeMap<String, Flat<D>>)> {
-    let (value, mut grads) = eps_mse_backward(dit, store, x_t, t, y, eps)?;
+    grads: &mut Gradients<f32, D>,
+) -> Result<BTreeMap<String, Flat<D>>> {
+    per_leaf(store, grads, |grads, leaf| {
+        grads.try_alloc_for(leaf)?;
+        Ok(grads.get(leaf))
+    })
+}
+
+/// `take(grads, leaf)` for every trainable leaf, by name.
+fn per_leaf<D: Backend, G>(
+    store: &ParamStore<D>,
+    grads: &mut Gradients<f32, D>,
+    take: impl Fn(&mut Gradients<f32, D>, &Flat<D>) -> Result<G, D::Err>,
+) -> Result<BTreeMap<String, G>> {
     let mut out = BTreeMap::new();
     for (name, leaf) in store.leaves().filter(|(_, l)| l.trainable) {
-        grads.try_alloc_for(&leaf.value).map_err(|e| anyhow::anyhow!("gradient of `{name}`: {e:?}"))?;
-        out.insert(name.clone(), grads.get(&leaf.value)); // zeros if nothing reached it
+        let g = take(grads, &leaf.value).map_err(|e| anyhow::anyhow!("gradient of `{name}`: {e:?}"))?;
+        out.insert(name.clone(), g);
     }
-    Ok((value, out))
+    Ok(out)
 }
 
 /// The loss value and the whole gradient tape.
-fn eps_mse_backward<D: Backend>(
+pub fn eps_mse_backward<D: Backend>(
     dit: &Dit,
     store: &ParamStore<D>,
     x_t: &[f32],

@@ -279,7 +279,9 @@ impl<D: Backend> Trainer<D> {
         target: &[f32],
         hp: AdamWHp,
     ) -> Result<(f32, f64)> {
-        let (loss, grads) = loss::eps_mse_and_device_grads(&self.dit, &self.store, x_t, tf, y, target)?;
+        let (loss, mut tape) = loss::eps_mse_backward(&self.dit, &self.store, x_t, tf, y, target)?;
+        let grads = loss::device_grads(&self.store, &mut tape)?;
+        drop(tape);
         check_finite(loss, self.step)?;
         let grad_norm = optim::device_global_norm(grads.values());
         let scale = match self.cfg.grad_clip {
