@@ -4,7 +4,7 @@
 //! | metric | features | number |
 //! |---|---|---|
 //! | `fid` | Inception pool3 (2048) | Fréchet distance |
-//! | `sfid` | Inception `mixed_6.conv`[:7] (7·17·17) | Fréchet distance |
+//! | `sfid` | Inception `mixed_6.conv[:7]` (7·17·17) | Fréchet distance |
 //! | `pr` | Inception pool3 | precision, recall (k = 3, ADM) |
 //! | `cfid` | this project's classifier, penultimate (256) | "FID (classifier features)" |
 //!

@@ -3,7 +3,7 @@
 //! Standard sample-quality metrics, comparable with the literature:
 //!
 //! * [`inception`] — a port of the FID InceptionV3 (pool3 2048-d features and
-//!   the sFID spatial features `mixed_6.conv`[:7]) with pytorch-fid's
+//!   the sFID spatial features `mixed_6.conv[:7]`) with pytorch-fid's
 //!   grayscale preprocessing; NHWC, im2col + the `gemm` crate (dfdx's CPU
 //!   matmul kernel) in [`conv`], pools and resize in [`ops`].
 //! * [`frechet`] — Gaussian statistics in f64 and the Fréchet distance.
@@ -11,7 +11,7 @@
 //! * [`classifier`] — a classifier trained by this project on the dataset; the
 //!   Fréchet distance on its features is "FID (classifier features)".
 //! * [`stats`] — reference statistics computed once per dataset/split and cached.
-//! * [`evaluate`] — all of it as one call: [`evaluate()`] / [`Evaluator`].
+//! * [`evaluate`](mod@evaluate) — all of it as one call: [`evaluate()`] / [`Evaluator`].
 
 pub mod classifier;
 pub mod conv;

@@ -2,7 +2,7 @@
 //!
 //! The default build is CPU-only and needs no CUDA anywhere; the workspace
 //! feature `cuda` (dfdx's `cuda`, cuBLAS and NVRTC through cudarc) adds
-//! [`CudaDevice`]. Asking a CPU-only build for CUDA is an error that says how
+//! `CudaDevice`. Asking a CPU-only build for CUDA is an error that says how
 //! to get a CUDA build (`scripts/build-cuda.sh`).
 
 use anyhow::{bail, Result};
@@ -113,7 +113,7 @@ pub fn no_cuda(spec: DeviceSpec) -> anyhow::Error {
 }
 
 /// Runs `$body` with `$dev` bound to the device `$spec` names: a
-/// [`CpuDevice`](crate::model::store::CpuDevice), or a [`CudaDevice`] in a
+/// [`CpuDevice`](crate::model::store::CpuDevice), or a `CudaDevice` in a
 /// `cuda` build. `$body` is compiled once per device type, so it calls
 /// functions generic over [`Backend`](crate::model::Backend).
 #[macro_export]

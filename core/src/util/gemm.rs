@@ -1,4 +1,4 @@
-//! Matrix products on CPU: one entry point, [`gemm`], over strided operands
+//! Matrix products on CPU: one entry point, [`gemm`](fn@gemm), over strided operands
 //! (so callers never materialise a transpose). The pure-Rust `gemm` crate by
 //! default; with the `openblas` feature, the system OpenBLAS for products from
 //! 32k multiply-adds. Used by the model's kernels and by the Inception port.

@@ -2,7 +2,8 @@
 //!
 //! Every op of the DiT's hot path is a method of [`Kernels`]. The default
 //! method body is the portable composition of dfdx ops (what any device
-//! without a specialised kernel runs, e.g. CUDA for now); `cpu/` holds the CPU
+//! without a specialised kernel runs, e.g. CUDA for now, where the compositions
+//! are arranged for few launches and little memory: `docs/results/cuda-h200.md`); `cpu/` holds the CPU
 //! kernel of each op, one file per op, with its backward pass written by hand:
 //!
 //! | op | CPU kernel |
@@ -11,6 +12,7 @@
 //! | [`Kernels::ln_modulate`] LayerNorm → adaLN modulate | `cpu/norm.rs`: one pass per row, reads shift/scale in place from the (B, k·D) modulation |
 //! | [`Kernels::gate_residual`] `x + gate ⊙ y` | `cpu/norm.rs` |
 //! | [`Kernels::attention`] softmax(QKᵀ/√d)·V | `cpu/attention.rs`: per (batch, head), straight from the qkv rows |
+//! | [`Kernels::qkv_attention`] attention of x·W_qkvᵀ + b | `linear` then `attention` (the portable one makes q, k, v by three products) |
 //! | [`Kernels::gelu_tanh`] | `cpu/gelu.rs` |
 //!
 //! `tests.rs` checks every CPU kernel against its default (forward values and
@@ -65,6 +67,18 @@ pub trait Kernels: Device<f32> {
     fn gate_residual<T: Tape<f32, Self>>(x: T3<Self, T>, m: T2<Self, T>, gate: usize, y: T3<Self, T>) -> T3<Self, T> {
         portable::gate_residual(x, m, gate, y)
     }
+    /// Multi-head self-attention from its input: [`Kernels::attention`] of
+    /// `x·Wᵀ + b`, x (B·T, D), W (3D, D), b (3D).
+    fn qkv_attention<T: Tape<f32, Self>>(
+        x: T2<Self, T>,
+        w: T2<Self, T>,
+        b: Option<Flat<Self, T>>,
+        bsz: usize,
+        t: usize,
+        heads: usize,
+    ) -> T2<Self, T> {
+        portable::qkv_attention(x, w, b, bsz, t, heads)
+    }
     /// Multi-head self-attention core: `qkv` (B·T, 3D) with columns laid out
     /// (3, H, hd) as PyTorch's `reshape(B, N, 3, H, hd)` → softmax(QKᵀ/√hd)·V
     /// as (B·T, D), heads concatenated.
@@ -116,21 +130,70 @@ pub mod portable {
         x + g.broadcast_like::<_, Axis<1>>(&s) * y
     }
 
-    /// See [`Kernels::attention`]. The products are 3-D, (B·H) batches in one
-    /// batched GEMM each: dfdx's 4-D matmul issues one GEMM call per batch
-    /// element (on CUDA, 2·B launches forward and 4·B backward per layer).
+    /// See [`Kernels::attention`].
     pub fn attention<D: Device<f32>, T: Tape<f32, D>>(qkv: T2<D, T>, b: usize, t: usize, heads: usize) -> T2<D, T> {
         let d = qkv.shape().1 / 3;
+        let q = qkv.with_empty_tape().slice((.., 0..d)); // (B·T, D)
+        let k = qkv.with_empty_tape().slice((.., d..2 * d));
+        let v = qkv.slice((.., 2 * d..3 * d));
+        attention_of(q, k, v, b, t, heads)
+    }
+
+    /// See [`Kernels::qkv_attention`]. q, k and v come from three products
+    /// with row blocks of W, so no (B·T, 3D) output is made and then sliced
+    /// (dfdx keeps every intermediate and its gradient until the backward
+    /// pass ends: 6·B·T·D values fewer per layer).
+    pub fn qkv_attention<D: Device<f32>, T: Tape<f32, D>>(
+        x: T2<D, T>,
+        w: T2<D, T>,
+        bias: Option<Flat<D, T>>,
+        b: usize,
+        t: usize,
+        heads: usize,
+    ) -> T2<D, T> {
+        let d = x.shape().1;
+        // x, W and b are each used three times: two uses on empty tapes, the
+        // last one carrying the tape (e.g. W = U·diag(σ)·Vᵀ's backward ops).
+        let wq = w.with_empty_tape().slice((0..d, ..)); // (D, D)
+        let wk = w.with_empty_tape().slice((d..2 * d, ..));
+        let wv = w.slice((2 * d..3 * d, ..));
+        let (bq, bk, bv) = match bias {
+            Some(bb) => (
+                Some(bb.with_empty_tape().slice((0..d,))),
+                Some(bb.with_empty_tape().slice((d..2 * d,))),
+                Some(bb.slice((2 * d..3 * d,))),
+            ),
+            None => (None, None, None),
+        };
+        let q = linear(x.with_empty_tape(), wq, bq); // (B·T, D)
+        let k = linear(x.with_empty_tape(), wk, bk);
+        let v = linear(x, wv, bv);
+        attention_of(q, k, v, b, t, heads)
+    }
+
+    /// softmax(QKᵀ/√hd)·V of q, k, v (B·T, D) each, heads concatenated. The
+    /// products are 3-D, (B·H) batches in one batched GEMM each: dfdx's 4-D
+    /// matmul issues one GEMM call per batch element (on CUDA, 2·B launches
+    /// forward and 4·B backward per layer).
+    fn attention_of<D: Device<f32>, T: Tape<f32, D>>(
+        q: T2<D, T>,
+        k: T2<D, T>,
+        v: T2<D, T>,
+        b: usize,
+        t: usize,
+        heads: usize,
+    ) -> T2<D, T> {
+        let d = q.shape().1;
         let (h, hd) = (heads, d / heads);
-        // (B·T, D) columns of one of q, k, v → (B, T, H, hd) → (B, H, T, hd) → contiguous (B·H, T, hd)
+        // (B·T, D) → (B, T, H, hd) → (B, H, T, hd) → contiguous (B·H, T, hd)
         let split = |x: T2<D, T>| {
             x.reshape_like(&(b, t, h, hd)).permute::<_, Axes4<0, 2, 1, 3>>().reshape_like(&(b * h, t, hd))
         };
         // q is scaled by 1/√hd before the product, not the (B·H, T, T) scores:
         // one T×T intermediate (and its gradient) fewer per layer.
-        let q = split(qkv.with_empty_tape().slice((.., 0..d))) * (hd as f32).powf(-0.5); // (B·H, T, hd)
-        let k = split(qkv.with_empty_tape().slice((.., d..2 * d))).permute::<_, Axes3<0, 2, 1>>(); // (B·H, hd, T)
-        let v = split(qkv.slice((.., 2 * d..3 * d))); // (B·H, T, hd)
+        let q = split(q) * (hd as f32).powf(-0.5); // (B·H, T, hd)
+        let k = split(k).permute::<_, Axes3<0, 2, 1>>(); // (B·H, hd, T)
+        let v = split(v); // (B·H, T, hd)
         let att = q.matmul(k).softmax::<Axis<2>>(); // (B·H, T, T)
         att.matmul(v).reshape_like(&(b, h, t, hd)).permute::<_, Axes4<0, 2, 1, 3>>().reshape_like(&(b * t, d))
         // (B·T, D)
@@ -165,5 +228,16 @@ impl Kernels for Cpu {
     }
     fn attention<T: Tape<f32, Self>>(qkv: T2<Self, T>, b: usize, t: usize, heads: usize) -> T2<Self, T> {
         cpu::attention::attention(qkv, b, t, heads)
+    }
+    fn qkv_attention<T: Tape<f32, Self>>(
+        x: T2<Self, T>,
+        w: T2<Self, T>,
+        b: Option<Flat<Self, T>>,
+        bsz: usize,
+        t: usize,
+        heads: usize,
+    ) -> T2<Self, T> {
+        // One product straight into the layout the attention kernel reads.
+        cpu::attention::attention(cpu::linear::linear(x, w, b), bsz, t, heads)
     }
 }

@@ -177,6 +177,34 @@ fn attention_matches_portable_and_finite_differences() {
     }
 }
 
+/// The attention from its input (q, k, v from row blocks of W on CUDA; one
+/// product and the attention kernel on the CPU). W and b reach the op through
+/// a scale, so a dropped tape would lose their gradients.
+#[test]
+fn qkv_attention_matches_portable_and_finite_differences() {
+    let (b, t, h, hd) = (2, 5, 3, 4);
+    let d = h * hd;
+    for bias in [true, false] {
+        let run = move |fused: bool, ins: &[Vec<f32>]| {
+            traced(ins, |mut v| {
+                let bb = if bias { Some(v.pop().unwrap() * 1.5) } else { None };
+                let w = v.pop().unwrap().reshape_like(&(3 * d, d)) * 1.25;
+                let x = v.pop().unwrap().reshape_like(&(b * t, d));
+                if fused {
+                    Cpu::qkv_attention(x, w, bb, b, t, h)
+                } else {
+                    portable::qkv_attention(x, w, bb, b, t, h)
+                }
+            })
+        };
+        let mut ins = vec![random(b * t * d, 13, 1.0), random(3 * d * d, 14, 0.4)];
+        if bias {
+            ins.push(random(3 * d, 15, 0.5));
+        }
+        check("qkv_attention", &run, &ins, 2e-5);
+    }
+}
+
 #[test]
 fn gelu_matches_portable_and_finite_differences() {
     let run = |fused: bool, ins: &[Vec<f32>]| {

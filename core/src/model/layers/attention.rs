@@ -34,8 +34,9 @@ impl Attention {
         b: usize,
         t: usize,
     ) -> Result<T2<D, T>> {
-        let qkv = self.qkv.forward(p, x)?; // (B·T, 3D), columns (3, H, hd) as PyTorch's reshape(B, N, 3, H, hd)
-        let o = D::attention(qkv, b, t, self.heads); // (B·T, D)
+        // qkv rows of W: (3, H, hd) as PyTorch's reshape(B, N, 3, H, hd)
+        let (w, bias) = self.qkv.weights(p)?;
+        let o = D::qkv_attention(x, w, bias, b, t, self.heads); // (B·T, D)
         self.proj.forward(p, o)
     }
 }

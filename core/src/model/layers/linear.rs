@@ -1,7 +1,7 @@
 //! `nn.Linear`: y = x·Wᵀ + b with W stored (out, in) as in PyTorch.
 
 use super::T2;
-use crate::model::{Backend, Params};
+use crate::model::{Backend, Flat, Params};
 use anyhow::Result;
 use dfdx::prelude::*;
 
@@ -26,8 +26,14 @@ impl Linear {
 
     /// `(N, in) → (N, out)`.
     pub fn forward<D: Backend, T: Tape<f32, D>>(&self, p: &Params<D, T>, x: T2<D, T>) -> Result<T2<D, T>> {
+        let (w, b) = self.weights(p)?;
+        Ok(D::linear(x, w, b))
+    }
+
+    /// The weight (out, in) and the bias (out), if any.
+    pub fn weights<D: Backend, T: Tape<f32, D>>(&self, p: &Params<D, T>) -> Result<(T2<D, T>, Option<Flat<D, T>>)> {
         let w = p.matrix(&format!("{}.weight", self.prefix), self.out, self.inp)?; // (out, in)
         let b = if self.bias { Some(p.vector(&format!("{}.bias", self.prefix), self.out)?) } else { None };
-        Ok(D::linear(x, w, b))
+        Ok((w, b))
     }
 }
