@@ -184,7 +184,7 @@ fn bench_step_prints_one_json_line() {
         (Some(true), Some(0.0), Some(2)),
         "{v}"
     );
-    assert!(v["forward_rel"].as_f64() == Some(0.0) && v["params_rel_after_steps"].as_f64().unwrap() < 1e-5, "{v}");
+    assert!(v["forward_rel"].as_f64() == Some(0.0) && v["params_rel_after_steps"].as_f64().unwrap() < 1e-4, "{v}");
 }
 
 /// `--device` on a command that computes: a bad name is a parse error; CUDA
