@@ -79,8 +79,8 @@ pub fn cuda(ordinal: usize) -> Result<CudaDevice> {
 /// cudarc's `cuMemAllocAsync` draws from, instead of handing it back to the
 /// driver at every synchronisation (the pool's default release threshold is 0),
 /// as PyTorch's caching allocator does. dfdx's own cache stays off: it reuses a
-/// buffer only for the very same size, and holding every freed size ran a
-/// DiT-B/2 batch-256 step out of an H200's 141 GB.
+/// buffer only for the very same size and holds every other one; on an H200
+/// it made no difference to the DiT-S/2 step time (`docs/results/cuda-h200.md`).
 #[cfg(feature = "cuda")]
 fn keep_pool_memory(ordinal: usize) -> Result<()> {
     use cudarc::driver::sys;
