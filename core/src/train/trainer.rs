@@ -41,9 +41,11 @@ pub struct Trainer<D: Backend> {
     pub cfg: TrainConfig,
     /// Leaves (live weights).
     pub store: ParamStore<D>,
-    /// AdamW moments. On a device that steps on the device
-    /// ([`Kernels::HOST_STEP`](crate::model::kernels::Kernels::HOST_STEP) false) these are the values at the first step;
-    /// the live ones are in `on_device` and [`Trainer::checkpoint`] reads them.
+    /// AdamW moments. Where the optimizer runs on the device
+    /// ([`Kernels::HOST_STEP`](crate::model::kernels::Kernels::HOST_STEP)
+    /// false) these are the values before the first
+    /// step; the live ones are on the device, and [`Trainer::checkpoint`] and
+    /// [`Trainer::ema_store`] read them from there.
     pub opt: AdamW,
     /// EMA of every leaf (the same caveat as `opt`).
     pub ema: BTreeMap<String, Vec<f32>>,
@@ -297,7 +299,8 @@ impl<D: Backend> Trainer<D> {
     }
 
     /// Steps the optimizer on the device (`true`) or on the host over copies;
-    /// the default is the device's [`Kernels::HOST_STEP`](crate::model::kernels::Kernels::HOST_STEP). Both give the same
+    /// the default is the device's
+    /// [`Kernels::HOST_STEP`](crate::model::kernels::Kernels::HOST_STEP). Both give the same
     /// numbers up to f32 rounding (`tests::device_step_matches_host_step`).
     pub fn set_device_step(&mut self, on: bool) {
         if !on {

@@ -3,8 +3,9 @@
 //! Every op of the DiT's hot path is a method of [`Kernels`]. The default
 //! method body is the portable composition of dfdx ops (what any device
 //! without a specialised kernel runs, e.g. CUDA for now, where the compositions
-//! are arranged for few launches and little memory: `docs/results/cuda-h200.md`); `cpu/` holds the CPU
-//! kernel of each op, one file per op, with its backward pass written by hand:
+//! are arranged for few launches and little memory: `docs/results/cuda-h200.md`);
+//! `cpu/` holds the CPU kernel of each op, one file per op, with its backward
+//! pass written by hand:
 //!
 //! | op | CPU kernel |
 //! |---|---|
