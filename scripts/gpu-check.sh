@@ -70,7 +70,7 @@ CARD=$(head -1 "$OUT/gpu.txt" 2>/dev/null | cut -d, -f1)
 CARD=${CARD:-$DEV}
 
 # SKIP: sections to leave out, e.g. SKIP="pipeline sampling profile" for a
-# short call that only re-measures; PARITY_GRAPHS / TIMED override the lists.
+# short call that only re-measures; PARITY_OVERRIDE / TIMED_OVERRIDE replace the lists.
 skip() { [[ " ${SKIP:-} " == *" $1 "* ]]; }
 if [ "$QUICK" = 1 ]; then
     PARITY_GRAPHS="graphs/fmnist-tiny.ron"

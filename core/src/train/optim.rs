@@ -115,8 +115,12 @@ impl<D: Backend> DeviceState<D> {
     /// Host copies: (first moments, second moments, EMA).
     #[allow(clippy::type_complexity)]
     pub fn download(&self) -> (BTreeMap<String, Vec<f32>>, BTreeMap<String, Vec<f32>>, BTreeMap<String, Vec<f32>>) {
-        let down = |m: &BTreeMap<String, Flat<D>>| m.iter().map(|(k, t)| (k.clone(), flat_values(t))).collect();
-        (down(&self.m), down(&self.v), down(&self.ema))
+        (Self::to_host(&self.m), Self::to_host(&self.v), Self::to_host(&self.ema))
+    }
+
+    /// Host copies of one of the maps.
+    pub fn to_host(map: &BTreeMap<String, Flat<D>>) -> BTreeMap<String, Vec<f32>> {
+        map.iter().map(|(k, t)| (k.clone(), flat_values(t))).collect()
     }
 
     /// [`AdamW::update`] of `param` by `scale · grad` (`scale` < 1 when

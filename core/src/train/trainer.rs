@@ -319,23 +319,24 @@ impl<D: Backend> Trainer<D> {
 
     /// The EMA as host values (from the device when it lives there).
     fn ema_values(&self) -> BTreeMap<String, Vec<f32>> {
-        match &self.on_device {
-            Some(state) => state.ema.iter().map(|(k, t)| (k.clone(), crate::model::store::flat_values(t))).collect(),
-            None => self.ema.clone(),
-        }
+        self.on_device.as_ref().map_or_else(|| self.ema.clone(), |d| optim::DeviceState::to_host(&d.ema))
     }
 
     /// The complete state as a checkpoint.
     pub fn checkpoint(&self) -> Checkpoint {
+        let (adam_m, adam_v, ema) = match &self.on_device {
+            Some(d) => d.download(), // one read of the device state
+            None => (self.opt.m.clone(), self.opt.v.clone(), self.ema.clone()),
+        };
         Checkpoint {
             graph: self.dit.graph.clone(),
             train: self.cfg.clone(),
             spec: self.store.spec.clone(),
             step: self.step,
             params: self.store.host_values(),
-            ema: self.ema_values(),
-            adam_m: self.on_device.as_ref().map_or_else(|| self.opt.m.clone(), |d| d.download().0),
-            adam_v: self.on_device.as_ref().map_or_else(|| self.opt.v.clone(), |d| d.download().1),
+            ema,
+            adam_m,
+            adam_v,
             extra: self.extra.clone(),
         }
     }

@@ -12,8 +12,7 @@
 //! | [`Kernels::linear`] `x·Wᵀ + b` | `cpu/linear.rs`: `gemm` with strided operands, no transposes materialised |
 //! | [`Kernels::ln_modulate`] LayerNorm → adaLN modulate | `cpu/norm.rs`: one pass per row, reads shift/scale in place from the (B, k·D) modulation |
 //! | [`Kernels::gate_residual`] `x + gate ⊙ y` | `cpu/norm.rs` |
-//! | [`Kernels::attention`] softmax(QKᵀ/√d)·V | `cpu/attention.rs`: per (batch, head), straight from the qkv rows |
-//! | [`Kernels::qkv_attention`] attention of x·W_qkvᵀ + b | `linear` then `attention` (the portable one makes q, k, v by three products) |
+//! | [`Kernels::qkv_attention`] softmax(QKᵀ/√d)·V of x·W_qkvᵀ + b | `linear`, then `cpu/attention.rs`: per (batch, head), straight from the qkv rows (the portable one makes q, k, v by three products) |
 //! | [`Kernels::gelu_tanh`] | `cpu/gelu.rs` |
 //!
 //! `tests.rs` checks every CPU kernel against its default (forward values and
@@ -68,8 +67,10 @@ pub trait Kernels: Device<f32> {
     fn gate_residual<T: Tape<f32, Self>>(x: T3<Self, T>, m: T2<Self, T>, gate: usize, y: T3<Self, T>) -> T3<Self, T> {
         portable::gate_residual(x, m, gate, y)
     }
-    /// Multi-head self-attention from its input: [`Kernels::attention`] of
-    /// `x·Wᵀ + b`, x (B·T, D), W (3D, D), b (3D).
+    /// Multi-head self-attention from its input: `x·Wᵀ + b` with x (B·T, D),
+    /// W (3D, D), b (3D) gives qkv (B·T, 3D), its columns laid out (3, H, hd)
+    /// as PyTorch's `reshape(B, N, 3, H, hd)`; then softmax(QKᵀ/√hd)·V as
+    /// (B·T, D), heads concatenated.
     fn qkv_attention<T: Tape<f32, Self>>(
         x: T2<Self, T>,
         w: T2<Self, T>,
@@ -79,12 +80,6 @@ pub trait Kernels: Device<f32> {
         heads: usize,
     ) -> T2<Self, T> {
         portable::qkv_attention(x, w, b, bsz, t, heads)
-    }
-    /// Multi-head self-attention core: `qkv` (B·T, 3D) with columns laid out
-    /// (3, H, hd) as PyTorch's `reshape(B, N, 3, H, hd)` → softmax(QKᵀ/√hd)·V
-    /// as (B·T, D), heads concatenated.
-    fn attention<T: Tape<f32, Self>>(qkv: T2<Self, T>, b: usize, t: usize, heads: usize) -> T2<Self, T> {
-        portable::attention(qkv, b, t, heads)
     }
 }
 
@@ -131,7 +126,8 @@ pub mod portable {
         x + g.broadcast_like::<_, Axis<1>>(&s) * y
     }
 
-    /// See [`Kernels::attention`].
+    /// The attention core of [`Kernels::qkv_attention`] from qkv (B·T, 3D):
+    /// the reference `cpu/attention.rs` is tested against.
     pub fn attention<D: Device<f32>, T: Tape<f32, D>>(qkv: T2<D, T>, b: usize, t: usize, heads: usize) -> T2<D, T> {
         let d = qkv.shape().1 / 3;
         let q = qkv.with_empty_tape().slice((.., 0..d)); // (B·T, D)
@@ -226,9 +222,6 @@ impl Kernels for Cpu {
     }
     fn gate_residual<T: Tape<f32, Self>>(x: T3<Self, T>, m: T2<Self, T>, gate: usize, y: T3<Self, T>) -> T3<Self, T> {
         cpu::norm::gate_residual(x, m, gate, y)
-    }
-    fn attention<T: Tape<f32, Self>>(qkv: T2<Self, T>, b: usize, t: usize, heads: usize) -> T2<Self, T> {
-        cpu::attention::attention(qkv, b, t, heads)
     }
     fn qkv_attention<T: Tape<f32, Self>>(
         x: T2<Self, T>,

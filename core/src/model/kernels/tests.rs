@@ -167,7 +167,7 @@ fn attention_matches_portable_and_finite_differences() {
             traced(ins, |mut v| {
                 let qkv = v.pop().unwrap().reshape_like(&(b * t, 3 * d));
                 if fused {
-                    Cpu::attention(qkv, b, t, h)
+                    super::cpu::attention::attention(qkv, b, t, h)
                 } else {
                     portable::attention(qkv, b, t, h)
                 }
@@ -242,7 +242,7 @@ fn chained_kernels_read_outputs_in_place_and_match() {
                 let hn = hn.reshape_like(&(b * t, d));
                 assert!(super::cpu::view(&hn).is_borrowed(), "a kernel output is read in place");
                 let qkv = Cpu::linear(hn, wqkv, None);
-                let a = Cpu::attention(qkv, b, t, h);
+                let a = super::cpu::attention::attention(qkv, b, t, h);
                 let o = Cpu::linear(a, wo, None).reshape_like(&(b, t, d));
                 Cpu::gelu_tanh(Cpu::gate_residual(x, m, 2, o))
             } else {
