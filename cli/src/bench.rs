@@ -1,5 +1,6 @@
 //! `fine bench step`: the time of one full training step.
 //! `fine bench inception`: FID-Inception feature throughput on CPU.
+//! `fine bench gemm`: matrix-product backends on a DiT block's shapes.
 
 use crate::run;
 use anyhow::Result;
@@ -60,6 +61,19 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 1e-4)]
         tol: f64,
     },
+    /// Time every matrix-product backend on one DiT block's linear layers
+    /// (forward, input and weight gradients), interleaved; prints a table.
+    Gemm {
+        /// Rows of the activations (batch × tokens; DiT-S/2 at batch 8: 2048).
+        #[arg(long, default_value_t = 2048)]
+        tokens: usize,
+        /// Hidden width (DiT-S: 384).
+        #[arg(long, default_value_t = 384)]
+        hidden: usize,
+        /// Timed repetitions per product (the best is kept).
+        #[arg(long, default_value_t = 10)]
+        reps: usize,
+    },
     /// Compare learngene strategies: ancestries, descendants at several sizes and
     /// seeds, one table (markdown + JSON) and metric-vs-step plots.
     Learngene(crate::bench_learngene::BenchLearngeneArgs),
@@ -71,6 +85,7 @@ pub fn run(cmd: BenchCmd, reg: &fine_core::plugin::Registry) -> Result<()> {
         BenchCmd::Step { graph, batch, steps, warmup } => (graph, batch, steps, warmup),
         BenchCmd::Learngene(a) => return crate::bench_learngene::run(a, reg),
         BenchCmd::Inception { n, batch, threads } => return inception(n, batch, threads),
+        BenchCmd::Gemm { tokens, hidden, reps } => return crate::bench_gemm::run(tokens, hidden, reps),
         BenchCmd::Parity { graph, batch, steps, tol } => {
             return fine_core::on_device!(run::device(), |dev| parity(dev, &graph, batch, steps, tol))
         }
@@ -103,7 +118,7 @@ fn step<D: fine_core::model::Backend>(
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     println!(
         "{}",
-        serde_json::json!({"impl": "fine-dfdx", "device": run::device().to_string(), "gemm": fine_core::model::kernels::GEMM, "graph": g.name, "batch": batch, "steps": steps, "threads": threads,
+        serde_json::json!({"impl": "fine-dfdx", "device": run::device().to_string(), "gemm": fine_core::model::kernels::gemm_backend(), "graph": g.name, "batch": batch, "steps": steps, "threads": threads,
             "step_ms": median, "min_ms": ms[0], "images_per_s": batch as f64 / (median / 1e3), "params": t.store.num_values()})
     );
     Ok(())
@@ -126,7 +141,7 @@ fn inception(n: usize, batch: usize, threads: Option<usize>) -> Result<()> {
     let s = t0.elapsed().as_secs_f64();
     println!(
         "{}",
-        serde_json::json!({"impl": "fine", "gemm": fine_core::model::kernels::GEMM, "images": n, "batch": batch, "threads": threads, "seconds": s, "images_per_s": n as f64 / s})
+        serde_json::json!({"impl": "fine", "gemm": fine_core::model::kernels::gemm_backend(), "images": n, "batch": batch, "threads": threads, "seconds": s, "images_per_s": n as f64 / s})
     );
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! (all of it in a few CPU minutes) and `bench` (speed).
 
 mod bench;
+mod bench_gemm;
 mod bench_learngene;
 mod demo;
 mod eval;
