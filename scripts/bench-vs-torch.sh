@@ -7,7 +7,8 @@
 # median of the per-round medians (step times on a shared 2-core VM vary by
 # ±10% from one minute to the next).
 #
-#   fine            the default build (pure-Rust `gemm` crate)
+#   fine            the default build (packed AVX2 kernel; the `gemm` crate
+#                   on CPUs without AVX2)
 #   fine+openblas   `--features openblas` (built into target/openblas when
 #                   libopenblas is installed: apt-get install libopenblas-dev)
 #   before          $FINE_BEFORE, any other `fine` binary (e.g. an older commit)

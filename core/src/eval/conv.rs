@@ -2,8 +2,8 @@
 //! with the batch norm folded into the convolution, in NHWC layout.
 //!
 //! The convolution is im2col + one matrix product per chunk of output pixels:
-//! `out (rows, Cout) = col (rows, kh·kw·Cin) × W (kh·kw·Cin, Cout)`, with the
-//! `gemm` crate (the kernel dfdx's CPU matmul calls) on host buffers. Chunks
+//! `out (rows, Cout) = col (rows, kh·kw·Cin) × W (kh·kw·Cin, Cout)`, with
+//! [`crate::util::gemm`] on host buffers. Chunks
 //! bound the im2col memory and are spread over threads; 1×1 stride-1 convs
 //! skip im2col (the input already is the `(rows, Cin)` matrix).
 

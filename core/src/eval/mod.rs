@@ -4,8 +4,8 @@
 //!
 //! * [`inception`] — a port of the FID InceptionV3 (pool3 2048-d features and
 //!   the sFID spatial features `mixed_6.conv[:7]`) with pytorch-fid's
-//!   grayscale preprocessing; NHWC, im2col + the `gemm` crate (dfdx's CPU
-//!   matmul kernel) in [`conv`], pools and resize in [`ops`].
+//!   grayscale preprocessing; NHWC, im2col + [`crate::util::gemm`] in
+//!   [`conv`], pools and resize in [`ops`].
 //! * [`frechet`] — Gaussian statistics in f64 and the Fréchet distance.
 //! * [`prdc`] — precision / recall with k-NN manifolds (k = 3, ADM evaluator).
 //! * [`classifier`] — a classifier trained by this project on the dataset; the

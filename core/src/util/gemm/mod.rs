@@ -2,12 +2,15 @@
 //! (so callers never materialise a transpose). Used by the model's kernels and
 //! by the Inception port.
 //!
-//! On x86-64 with AVX2 + FMA the products run on [`avx2`], this crate's packed
-//! kernel; elsewhere on the pure-Rust `gemm` crate; with the `openblas`
-//! feature on the system OpenBLAS. The `gemm` crate and (with
-//! the `openblas` feature) the system OpenBLAS stay selectable through
-//! [`gemm_with`] for comparison: `fine bench gemm` times all of them on the
-//! DiT-S/2 step's shapes.
+//! Backends ([`Backend`]): on x86-64 with AVX2 + FMA, [`avx2`], this crate's
+//! packed kernel; elsewhere the pure-Rust `gemm` crate; with the `openblas`
+//! feature, the system OpenBLAS. All stay selectable through [`gemm_with`]:
+//! `fine bench gemm` times them against each other on a DiT block's shapes.
+//! The packed kernel exists because neither library reached this machine's
+//! throughput: both split a threaded product into independent one-thread
+//! products, each re-packing the shared operand (≈14% of a DiT-S/2 step was
+//! OpenBLAS packing), and the `gemm` crate's kernel trails OpenBLAS's by
+//! ≈10% on these shapes.
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
