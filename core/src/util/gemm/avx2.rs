@@ -7,9 +7,10 @@
 //! packing that way), then hand out (row block × column group) tiles, so a
 //! worker that falls behind leaves tiles to the other.
 //!
-//! Loop nest (BLIS names): jc over NC columns → pc over KC depth → pack B
-//! (KC × NC) and A (M × KC) → tiles of (MC rows × a group of NR panels) →
-//! jr over NR panels → ir over MR panels → micro-kernel over kc.
+//! Loop nest (BLIS names): jc over NC columns → pc over ≤ KC depth → pack B
+//! (kc × nc) → chunks of M_CHUNK rows → pack A (chunk × kc) → tiles of (MC rows
+//! × a group of NR panels) → jr over NR panels → ir over MR panels →
+//! micro-kernel over kc.
 
 use super::{Mat, SendMat, SendPtr};
 use std::arch::x86_64::*;
@@ -26,6 +27,9 @@ const KC: usize = 384;
 const MC: usize = 144;
 /// Columns of B per packed block.
 const NC: usize = 4096;
+/// Rows of A packed at a time (16 row blocks: ≤ 3.4 MiB of packed A, however
+/// tall the product).
+const M_CHUNK: usize = 16 * MC;
 /// Widest product whose row-major lhs is read in place (not packed).
 const IN_PLACE_MAX_N: usize = 128;
 /// Tiles per worker a threaded product aims for (load balance).
@@ -90,77 +94,77 @@ unsafe fn drive(
     bbuf: &mut Vec<f32>,
 ) {
     use rayon::prelude::*;
-    let m_pad = m.next_multiple_of(MR);
     // A row-major lhs feeding few columns is read in place: the kernel
     // broadcasts its elements from six row streams, which the hardware
     // prefetcher follows. Packing it costs as much as the product when n is
     // small (attention's P·V: n = 64); from IN_PLACE_MAX_N columns, the packed
     // panel's locality wins.
     let pack_lhs = lhs.cs != 1 || n > IN_PLACE_MAX_N;
-    let row_blocks = m.div_ceil(MC);
+    let kc_step = k.div_ceil(k.div_ceil(KC));
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
         let panels = nc.div_ceil(NR);
-        // Column groups: enough tiles for every worker to take a few.
-        let groups = if threads > 1 { (threads * TILES_PER_THREAD).div_ceil(row_blocks).clamp(1, panels) } else { 1 };
-        let per_group = panels.div_ceil(groups);
-        let groups = panels.div_ceil(per_group);
-        let kc_step = k.div_ceil(k.div_ceil(KC));
         for pc in (0..k).step_by(kc_step) {
             let kc = kc_step.min(k - pc);
             let acc = accumulate || pc > 0;
-            if pack_lhs {
-                grow(abuf, m_pad * kc);
-            }
             grow(bbuf, panels * NR * kc);
-            let (ap, bp, cp) = (SendPtr(abuf.as_mut_ptr()), SendPtr(bbuf.as_mut_ptr()), SendPtr(dst));
-            let (a_src, b_src) = (SendMat(lhs.at_col(pc)), SendMat(rhs.at_row(pc).at_col(jc)));
+            let bp = SendPtr(bbuf.as_mut_ptr());
+            let b_src = SendMat(rhs.at_row(pc).at_col(jc));
             // Pack B: panel p holds columns p·NR.. as (kc, NR), zero-padded.
             let pack_b = |p: usize| {
                 let (b_src, bp) = (b_src, bp);
                 pack_b(kc, (nc - p * NR).min(NR), b_src.0.at_col(p * NR), bp.0.add(p * NR * kc))
             };
-            // Pack A: panel q holds rows q·MR.. as (kc, MR), zero-padded.
-            let pack_a = |q: usize| {
-                let (a_src, ap) = (a_src, ap);
-                pack_a(kc, (m - q * MR).min(MR), a_src.0.at_row(q * MR), ap.0.add(q * MR * kc))
-            };
-            let tile = |t: usize| {
-                let (ap, bp, cp, a_src) = (ap, bp, cp, a_src);
-                let (rb, g) = (t / groups, t % groups);
-                let (r0, r1) = (rb * MC, ((rb + 1) * MC).min(m));
-                let (p0, p1) = (g * per_group, ((g + 1) * per_group).min(panels));
-                for p in p0..p1 {
-                    let b = bp.0.add(p * NR * kc) as *const f32;
-                    let cols = (nc - p * NR).min(NR);
-                    for r in (r0..r1).step_by(MR) {
-                        let c = cp.0.add(r * ld + jc + p * NR);
-                        let rows = (r1 - r).min(MR);
-                        if pack_lhs {
-                            kernel(kc, ap.0.add(r * kc), 1, MR as isize, b, c, ld, rows, cols, scale, acc);
-                        } else {
-                            kernel(kc, a_src.0.at_row(r).ptr, a_src.0.rs, 1, b, c, ld, rows, cols, scale, acc);
-                        }
-                    }
-                }
-            };
             if threads > 1 {
-                let (pb, pa, tl) = (&pack_b, &pack_a, &tile);
-                if pack_lhs {
-                    rayon::join(
-                        || (0..panels).into_par_iter().for_each(pb),
-                        || (0..m_pad / MR).into_par_iter().for_each(pa),
-                    );
-                } else {
-                    (0..panels).into_par_iter().for_each(pb);
-                }
-                (0..row_blocks * groups).into_par_iter().for_each(tl);
+                (0..panels).into_par_iter().for_each(pack_b);
             } else {
                 (0..panels).for_each(pack_b);
+            }
+            for ic in (0..m).step_by(M_CHUNK) {
+                let mc = M_CHUNK.min(m - ic);
+                let row_blocks = mc.div_ceil(MC);
+                // Column groups: enough tiles for every worker to take a few.
+                let groups =
+                    if threads > 1 { (threads * TILES_PER_THREAD).div_ceil(row_blocks).clamp(1, panels) } else { 1 };
+                let per_group = panels.div_ceil(groups);
+                let groups = panels.div_ceil(per_group);
                 if pack_lhs {
-                    (0..m_pad / MR).for_each(pack_a);
+                    grow(abuf, mc.next_multiple_of(MR) * kc);
                 }
-                (0..row_blocks * groups).for_each(tile);
+                let (ap, cp) = (SendPtr(abuf.as_mut_ptr()), SendPtr(dst.add(ic * ld + jc)));
+                let a_src = SendMat(lhs.at_row(ic).at_col(pc));
+                // Pack A: panel q holds rows ic + q·MR.. as (kc, MR), zero-padded.
+                let pack_a = |q: usize| {
+                    let (a_src, ap) = (a_src, ap);
+                    pack_a(kc, (mc - q * MR).min(MR), a_src.0.at_row(q * MR), ap.0.add(q * MR * kc))
+                };
+                let tile = |t: usize| {
+                    let (ap, bp, cp, a_src) = (ap, bp, cp, a_src);
+                    let (rb, g) = (t / groups, t % groups);
+                    let (r0, r1) = (rb * MC, ((rb + 1) * MC).min(mc));
+                    let (p0, p1) = (g * per_group, ((g + 1) * per_group).min(panels));
+                    for p in p0..p1 {
+                        let b = bp.0.add(p * NR * kc) as *const f32;
+                        let cols = (nc - p * NR).min(NR);
+                        for r in (r0..r1).step_by(MR) {
+                            let c = cp.0.add(r * ld + p * NR);
+                            let rows = (r1 - r).min(MR);
+                            if pack_lhs {
+                                kernel(kc, ap.0.add(r * kc), 1, MR as isize, b, c, ld, rows, cols, scale, acc);
+                            } else {
+                                kernel(kc, a_src.0.at_row(r).ptr, a_src.0.rs, 1, b, c, ld, rows, cols, scale, acc);
+                            }
+                        }
+                    }
+                };
+                let a_panels = if pack_lhs { mc.div_ceil(MR) } else { 0 };
+                if threads > 1 {
+                    (0..a_panels).into_par_iter().for_each(pack_a);
+                    (0..row_blocks * groups).into_par_iter().for_each(tile);
+                } else {
+                    (0..a_panels).for_each(pack_a);
+                    (0..row_blocks * groups).for_each(tile);
+                }
             }
         }
     }

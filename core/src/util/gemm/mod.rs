@@ -349,12 +349,21 @@ mod tests {
     /// split by rows (tall) and by columns (wide), plain and transposed
     /// operands, with and without accumulation. For the packed kernel: edges
     /// of micro-tiles in both directions, several row blocks and column
-    /// groups, and a depth over two packed blocks (k = 600).
+    /// groups, a depth over two packed blocks (k = 600), and rows over one
+    /// packed chunk of A (m = 2350).
     #[test]
     fn matches_a_triple_loop() {
         let val = |i: usize, s: usize| ((i * 31 + s * 17) % 19) as f32 / 9.0 - 1.0;
-        let shapes =
-            [(3, 5, 4), (37, 29, 11), (300, 70, 40), (70, 300, 40), (130, 129, 33), (301, 45, 600), (7, 530, 260)];
+        let shapes = [
+            (3, 5, 4),
+            (37, 29, 11),
+            (300, 70, 40),
+            (70, 300, 40),
+            (130, 129, 33),
+            (301, 45, 600),
+            (7, 530, 260),
+            (2350, 130, 9),
+        ];
         for backend in Backend::all_here() {
             for (m, n, k) in shapes {
                 for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
