@@ -4,7 +4,7 @@
 //! to the first backend.
 
 use anyhow::{bail, Result};
-use fine_core::util::gemm::{gemm_with, threads, Backend, Mat};
+use fine_core::util::gemm::{gemm_with, threads, Backend, Mat, Product};
 use std::time::Instant;
 
 /// `fine bench gemm`: prints a markdown table and one JSON line.
@@ -28,7 +28,7 @@ pub fn run(tokens: usize, hidden: usize, reps: usize) -> Result<()> {
     let mut total = vec![0f64; backends.len()];
     for (name, inp, out) in layers {
         let (x, w, dy) = (fill(tokens * inp, 1), fill(out * inp, 2), fill(tokens * out, 3));
-        // (label, m, n, k, lhs, rhs, dst len, ld)
+        // (label, m, n, k, lhs, rhs)
         let forms = [
             ("y=x·Wᵀ", tokens, out, inp, Mat::rows(&x, inp), Mat::cols(&w, inp)),
             ("dx=dy·W", tokens, inp, out, Mat::rows(&dy, out), Mat::rows(&w, inp)),
@@ -41,7 +41,8 @@ pub fn run(tokens: usize, hidden: usize, reps: usize) -> Result<()> {
                 for (bi, &b) in backends.iter().enumerate() {
                     let t0 = Instant::now();
                     // SAFETY: operands and dst are live buffers of the stated shapes.
-                    unsafe { gemm_with(b, m, n, k, dst.as_mut_ptr(), n, false, lhs, rhs, 1.0, th) };
+                    let p = Product { m, n, k, dst: dst.as_mut_ptr(), ld: n, accumulate: false, lhs, rhs, scale: 1.0 };
+                    unsafe { gemm_with(b, p, th) };
                     best[bi] = best[bi].min(t0.elapsed().as_secs_f64());
                 }
             }

@@ -12,7 +12,7 @@
 //! × a group of NR panels) → jr over NR panels → ir over MR panels →
 //! micro-kernel over kc.
 
-use super::{Mat, SendMat, SendPtr};
+use super::{Mat, Product, SendMat, SendPtr};
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
@@ -48,51 +48,24 @@ thread_local! {
     static BUFS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// `dst (m × n, row stride ld) ← [dst +] scale · lhs (m × k) · rhs (k × n)` on
-/// `threads` rayon workers (1: the calling thread only).
+/// The product `p` on `threads` rayon workers (1: the calling thread only).
 ///
 /// # Safety
 /// As [`super::gemm`]; and [`available`] is true.
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    ld: usize,
-    accumulate: bool,
-    lhs: Mat,
-    rhs: Mat,
-    scale: f32,
-    threads: usize,
-) {
-    let with = |a: &mut Vec<f32>, b: &mut Vec<f32>| drive(m, n, k, dst, ld, accumulate, lhs, rhs, scale, threads, a, b);
+pub unsafe fn gemm(p: Product, threads: usize) {
     BUFS.with(|bufs| match bufs.try_borrow_mut() {
         Ok(mut bufs) => {
             let (a, b) = &mut *bufs;
-            with(a, b)
+            drive(p, threads, a, b)
         }
         // A product started while this thread's buffers are in use (rayon ran
         // another task on it while it waited): fresh buffers.
-        Err(_) => with(&mut Vec::new(), &mut Vec::new()),
+        Err(_) => drive(p, threads, &mut Vec::new(), &mut Vec::new()),
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-unsafe fn drive(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    ld: usize,
-    accumulate: bool,
-    lhs: Mat,
-    rhs: Mat,
-    scale: f32,
-    threads: usize,
-    abuf: &mut Vec<f32>,
-    bbuf: &mut Vec<f32>,
-) {
+unsafe fn drive(p: Product, threads: usize, abuf: &mut Vec<f32>, bbuf: &mut Vec<f32>) {
+    let Product { m, n, k, dst, ld, accumulate, lhs, rhs, scale } = p;
     use rayon::prelude::*;
     // A row-major lhs feeding few columns is read in place: the kernel
     // broadcasts its elements from six row streams, which the hardware

@@ -17,7 +17,6 @@ pub mod avx2;
 /// The AVX2 kernel exists on x86-64 only.
 #[cfg(not(target_arch = "x86_64"))]
 pub mod avx2 {
-    use super::Mat;
     /// Never, off x86-64.
     pub fn available() -> bool {
         false
@@ -27,7 +26,7 @@ pub mod avx2 {
     /// # Safety
     /// Never called.
     #[allow(clippy::too_many_arguments)]
-    pub unsafe fn gemm(_: usize, _: usize, _: usize, _: *mut f32, _: usize, _: bool, _: Mat, _: Mat, _: f32, _: usize) {
+    pub unsafe fn gemm(_: super::Product, _: usize) {
         unreachable!("the AVX2 kernel is only selected where available() is true")
     }
 }
@@ -63,6 +62,47 @@ impl Mat {
     pub fn at(self, off: usize) -> Self {
         // SAFETY: callers keep offsets inside the allocation.
         Self { ptr: unsafe { self.ptr.add(off) }, ..self }
+    }
+}
+
+/// One product `dst (m × n, row stride ld) ← [dst +] scale · lhs (m × k) · rhs
+/// (k × n)`, as the backends receive it.
+#[derive(Clone, Copy)]
+pub struct Product {
+    /// Rows of dst and lhs.
+    pub m: usize,
+    /// Columns of dst and rhs.
+    pub n: usize,
+    /// Columns of lhs, rows of rhs (the depth).
+    pub k: usize,
+    /// The output's first element.
+    pub dst: *mut f32,
+    /// Floats per row of `dst`.
+    pub ld: usize,
+    /// Add to `dst` (else overwrite it).
+    pub accumulate: bool,
+    /// The left operand (m × k).
+    pub lhs: Mat,
+    /// The right operand (k × n).
+    pub rhs: Mat,
+    /// Factor on lhs · rhs.
+    pub scale: f32,
+}
+// SAFETY: a Product is shared by rayon blocks that write disjoint parts of
+// dst (see `gemm`'s contract) and only read the operands.
+unsafe impl Send for Product {}
+unsafe impl Sync for Product {}
+
+impl Product {
+    /// Rows s..e of the product.
+    fn rows(self, s: usize, e: usize) -> Self {
+        // SAFETY: callers keep s inside dst.
+        Self { m: e - s, dst: unsafe { self.dst.add(s * self.ld) }, lhs: self.lhs.at_row(s), ..self }
+    }
+    /// Columns s..e of the product.
+    fn cols(self, s: usize, e: usize) -> Self {
+        // SAFETY: callers keep s inside dst.
+        Self { n: e - s, dst: unsafe { self.dst.add(s) }, rhs: self.rhs.at_col(s), ..self }
     }
 }
 
@@ -149,27 +189,16 @@ pub unsafe fn gemm(
     scale: f32,
     threads: usize,
 ) {
-    gemm_with(Backend::default_here(), m, n, k, dst, ld, accumulate, lhs, rhs, scale, threads)
+    gemm_with(Backend::default_here(), Product { m, n, k, dst, ld, accumulate, lhs, rhs, scale }, threads)
 }
 
-/// [`gemm`](fn@gemm) on a chosen backend (benchmarks and tests compare them).
+/// [`gemm`](fn@gemm) of `p` on a chosen backend (benchmarks and tests compare
+/// them).
 ///
 /// # Safety
 /// As [`gemm`](fn@gemm); `Backend::Packed` only where [`avx2::available`].
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm_with(
-    backend: Backend,
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    ld: usize,
-    accumulate: bool,
-    lhs: Mat,
-    rhs: Mat,
-    scale: f32,
-    threads: usize,
-) {
+pub unsafe fn gemm_with(backend: Backend, p: Product, threads: usize) {
+    let Product { m, n, k, dst, ld, accumulate, .. } = p;
     if m == 0 || n == 0 {
         return;
     }
@@ -183,7 +212,7 @@ pub unsafe fn gemm_with(
     }
     let threads = if m * n * k >= PAR_MIN_MACS { threads } else { 1 };
     if backend == Backend::Packed {
-        return avx2::gemm(m, n, k, dst, ld, accumulate, lhs, rhs, scale, threads);
+        return avx2::gemm(p, threads);
     }
     if threads > 1 {
         // Blocks of dst rows (or columns, when wider than tall), a few per
@@ -194,45 +223,25 @@ pub unsafe fn gemm_with(
         let len = if by_rows { m } else { n };
         let blocks = (threads * BLOCKS_PER_THREAD).min(len / MIN_BLOCK).max(threads.min(len));
         let part = len.div_ceil(blocks);
-        let (dst, lhs, rhs) = (SendPtr(dst), SendMat(lhs), SendMat(rhs));
         use rayon::prelude::*;
         (0..len.div_ceil(part)).into_par_iter().for_each(|i| {
-            let (dst, lhs, rhs) = (dst, lhs, rhs);
             let (s, e) = (i * part, ((i + 1) * part).min(len));
             // SAFETY: block i writes rows (or columns) s..e of dst only.
-            if by_rows {
-                one_thread(backend, e - s, n, k, dst.0.add(s * ld), ld, accumulate, lhs.0.at_row(s), rhs.0, scale);
-            } else {
-                one_thread(backend, m, e - s, k, dst.0.add(s), ld, accumulate, lhs.0, rhs.0.at_col(s), scale);
-            }
+            one_thread(backend, if by_rows { p.rows(s, e) } else { p.cols(s, e) });
         });
         return;
     }
-    one_thread(backend, m, n, k, dst, ld, accumulate, lhs, rhs, scale)
+    one_thread(backend, p)
 }
 
 /// A one-thread product on a library backend.
-#[allow(clippy::too_many_arguments)]
-unsafe fn one_thread(
-    backend: Backend,
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    ld: usize,
-    accumulate: bool,
-    lhs: Mat,
-    rhs: Mat,
-    scale: f32,
-) {
+unsafe fn one_thread(backend: Backend, p: Product) {
     #[cfg(feature = "openblas")]
-    if backend == Backend::OpenBlas
-        && m * n * k >= BLAS_MIN_MACS
-        && blas::sgemm(m, n, k, dst, ld, accumulate, lhs, rhs, scale)
-    {
+    if backend == Backend::OpenBlas && p.m * p.n * p.k >= BLAS_MIN_MACS && blas::sgemm(p) {
         return;
     }
     let _ = backend;
+    let Product { m, n, k, dst, ld, accumulate, lhs, rhs, scale } = p;
     gemm::gemm(
         m,
         n,
@@ -278,7 +287,7 @@ pub fn backend_name() -> &'static str {
 
 #[cfg(feature = "openblas")]
 mod blas {
-    use super::Mat;
+    use super::{Mat, Product};
     use cblas_sys::{cblas_sgemm, CBLAS_LAYOUT::CblasRowMajor, CBLAS_TRANSPOSE as Tr};
 
     /// A (rows × cols) operand as (transpose flag, leading dimension), if BLAS can read it.
@@ -300,18 +309,8 @@ mod blas {
     ///
     /// # Safety
     /// As [`super::gemm`].
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn sgemm(
-        m: usize,
-        n: usize,
-        k: usize,
-        dst: *mut f32,
-        ld: usize,
-        accumulate: bool,
-        lhs: Mat,
-        rhs: Mat,
-        scale: f32,
-    ) -> bool {
+    pub unsafe fn sgemm(p: Product) -> bool {
+        let Product { m, n, k, dst, ld, accumulate, lhs, rhs, scale } = p;
         static ONE_THREAD: std::sync::Once = std::sync::Once::new();
         ONE_THREAD.call_once(|| openblas_set_num_threads(1));
         let (Some((ta, lda)), Some((tb, ldb))) = (operand(lhs, m, k), operand(rhs, k, n)) else { return false };
@@ -343,7 +342,7 @@ pub fn threads() -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::{gemm_with, Backend, Mat};
+    use super::{gemm_with, Backend, Mat, Product};
 
     /// Every backend against a triple loop: one-thread and threaded sizes,
     /// split by rows (tall) and by columns (wide), plain and transposed
@@ -379,7 +378,8 @@ mod tests {
                         let init: Vec<f32> = (0..m * ld).map(|i| val(i, 3)).collect();
                         let mut dst = init.clone();
                         // SAFETY: operands and dst are live buffers of the stated shapes.
-                        unsafe { gemm_with(backend, m, n, k, dst.as_mut_ptr(), ld, accumulate, lhs, rhs, 0.5, 2) };
+                        let p = Product { m, n, k, dst: dst.as_mut_ptr(), ld, accumulate, lhs, rhs, scale: 0.5 };
+                        unsafe { gemm_with(backend, p, 2) };
                         for i in 0..m {
                             for j in 0..ld {
                                 let got = dst[i * ld + j];
