@@ -165,6 +165,21 @@ fn demo_pipeline_runs_end_to_end() {
 }
 
 #[test]
+fn bench_gemm_times_every_backend() {
+    let out = ok(&["bench", "gemm", "--tokens", "96", "--hidden", "40", "--reps", "1"]);
+    // A table row per product (4 linears × 3 forms) and one JSON line.
+    assert_eq!(out.lines().filter(|l| l.starts_with("| qkv") || l.starts_with("| fc")).count(), 9, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let ms = v["block_linears_ms"].as_object().unwrap();
+    assert!(ms.contains_key("gemm-crate") && ms.values().all(|t| t.as_f64().unwrap() > 0.0), "{v}");
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        assert!(ms.contains_key("packed-avx2"), "{v}");
+    }
+    assert!(fails(&["bench", "gemm", "--reps", "0"]).contains("must be positive"));
+}
+
+#[test]
 fn bench_step_prints_one_json_line() {
     let out = ok(&["bench", "step", "--graph", TINY, "--batch", "4", "--steps", "2", "--warmup", "1"]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
