@@ -23,7 +23,8 @@ const NR: usize = 16;
 /// Largest depth of a packed block: an NR-panel of B (≤ 24 KiB) stays in L1.
 /// Deeper products are cut into equal blocks of at most this depth.
 const KC: usize = 384;
-/// Rows of A per tile: a 144 × 256 block of packed A (144 KiB) stays in L2.
+/// Rows of A per tile: a 144 × 384 block of packed A (216 KiB) stays in L2
+/// (512 KiB per core here).
 const MC: usize = 144;
 /// Columns of B per packed block.
 const NC: usize = 4096;
@@ -64,9 +65,11 @@ pub unsafe fn gemm(p: Product, threads: usize) {
     })
 }
 
+/// The loop nest of the module doc, packing into `abuf` and `bbuf` (grown as
+/// needed).
 unsafe fn drive(p: Product, threads: usize, abuf: &mut Vec<f32>, bbuf: &mut Vec<f32>) {
-    let Product { m, n, k, dst, ld, accumulate, lhs, rhs, scale } = p;
     use rayon::prelude::*;
+    let Product { m, n, k, dst, ld, accumulate, lhs, rhs, scale } = p;
     // A row-major lhs feeding few columns is read in place: the kernel
     // broadcasts its elements from six row streams, which the hardware
     // prefetcher follows. Packing it costs as much as the product when n is
