@@ -91,11 +91,6 @@ unsafe fn drive(p: Product, threads: usize, abuf: &mut Vec<f32>, bbuf: &mut Vec<
                 let (b_src, bp) = (b_src, bp);
                 pack_b(kc, (nc - p * NR).min(NR), b_src.0.at_col(p * NR), bp.0.add(p * NR * kc))
             };
-            if threads > 1 {
-                (0..panels).into_par_iter().for_each(pack_b);
-            } else {
-                (0..panels).for_each(pack_b);
-            }
             for ic in (0..m).step_by(M_CHUNK) {
                 let mc = M_CHUNK.min(m - ic);
                 let row_blocks = mc.div_ceil(MC);
@@ -133,12 +128,17 @@ unsafe fn drive(p: Product, threads: usize, abuf: &mut Vec<f32>, bbuf: &mut Vec<
                         }
                     }
                 };
+                // B's panels (with the first chunk), then A's: one parallel
+                // loop, since every fork-join costs microseconds that small
+                // graphs' products notice.
+                let b_panels = if ic == 0 { panels } else { 0 };
                 let a_panels = if pack_lhs { mc.div_ceil(MR) } else { 0 };
+                let pack = |i: usize| if i < b_panels { pack_b(i) } else { pack_a(i - b_panels) };
                 if threads > 1 {
-                    (0..a_panels).into_par_iter().for_each(pack_a);
+                    (0..b_panels + a_panels).into_par_iter().for_each(pack);
                     (0..row_blocks * groups).into_par_iter().for_each(tile);
                 } else {
-                    (0..a_panels).for_each(pack_a);
+                    (0..b_panels + a_panels).for_each(pack);
                     (0..row_blocks * groups).for_each(tile);
                 }
             }
