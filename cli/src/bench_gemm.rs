@@ -40,8 +40,8 @@ pub fn run(tokens: usize, hidden: usize, reps: usize) -> Result<()> {
             for _ in 0..reps + 1 {
                 for (bi, &b) in backends.iter().enumerate() {
                     let t0 = Instant::now();
-                    // SAFETY: operands and dst are live buffers of the stated shapes.
                     let p = Product { m, n, k, dst: dst.as_mut_ptr(), ld: n, accumulate: false, lhs, rhs, scale: 1.0 };
+                    // SAFETY: operands and dst are live buffers of the stated shapes.
                     unsafe { gemm_with(b, p, th) };
                     best[bi] = best[bi].min(t0.elapsed().as_secs_f64());
                 }

@@ -273,10 +273,12 @@ unsafe fn kernel(
     scale: f32,
     acc: bool,
 ) {
-    // The C tile is read (or written) after the loop: fetch it meanwhile.
+    // The C tile is read (or written) after the loop: fetch it meanwhile
+    // (prefetches never fault; wrapping_add keeps the address arithmetic
+    // defined past an edge tile's last column).
     for i in 0..rows {
-        _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc) as *const i8);
-        _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + NR - 1) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * ldc) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * ldc + NR - 1) as *const i8);
     }
     // Rows past the edge re-read row 0 (their results are dropped).
     let r: [*const f32; MR] = std::array::from_fn(|i| if i < rows { a.offset(i as isize * ars) } else { a });
