@@ -60,10 +60,29 @@ fn quick_config_runs_every_strategy_and_reuses_finished_work() {
         assert!(last.is_finite() && last > 0.0, "{r}");
         assert!(r["curve"].as_array().unwrap().len() >= 2, "{r}");
     }
+    let all = &table[table.find("### All rows").unwrap_or_else(|| panic!("{table}"))..];
+    let first_size = json["config"]["sizes"][0].as_str().unwrap();
+    let first_size = Path::new(first_size).file_stem().unwrap().to_str().unwrap();
     for row in &rows {
-        let line = table.lines().find(|l| l.starts_with(&format!("| {row} |"))).unwrap_or_else(|| panic!("{table}"));
+        let line = all.lines().find(|l| l.starts_with(&format!("| {row} |"))).unwrap_or_else(|| panic!("{table}"));
         assert!(line.contains(" ± ") && !line.contains('—'), "{line}");
+        // The first size's cell is the mean over the seeds' final values.
+        let v: Vec<f64> = json["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["row"] == row.as_str() && r["size"] == first_size)
+            .map(|r| r["last"].as_f64().unwrap())
+            .collect();
+        assert_eq!(v.len(), seeds);
+        let mean = format!("{:.4} ± ", v.iter().sum::<f64>() / v.len() as f64);
+        assert!(line.split(" | ").nth(2).is_some_and(|c| c.starts_with(&mean)), "{line} does not start with {mean}");
     }
+    // Every ancestry's own score, live and EMA.
+    for (name, a) in json["ancestries"].as_object().unwrap() {
+        assert!(a["live"].as_f64().unwrap() > 0.0 && a["ema"].as_f64().unwrap() > 0.0, "{name}: {a}");
+    }
+    assert!(table.contains("### Ancestries") && json["ancestries"].as_object().unwrap().contains_key("fine"));
     // FINE trains σ (and biases) only during its initialization phase; scratch has none.
     let fine_run = json["runs"].as_array().unwrap().iter().find(|r| r["row"] == "fine").unwrap();
     assert!(fine_run["init_trainable"].as_u64().unwrap() > 0 && fine_run["init_steps"].as_u64().unwrap() == 4);

@@ -174,7 +174,7 @@ fn check_fd_filtered(
 }
 
 fn leaf(name: &str, shape: &[usize]) -> LeafSpec {
-    LeafSpec { name: name.into(), shape: shape.to_vec(), init: Init::Normal { std: 0.5 }, trainable: true }
+    LeafSpec::new(name, shape.to_vec(), Init::Normal { std: 0.5 }, true)
 }
 
 #[test]

@@ -37,6 +37,10 @@ pub struct PretrainArgs {
     /// Stop after this global step (resume with `fine train --resume`).
     #[arg(long)]
     pub until: Option<usize>,
+    /// At the end, the ancestry's held-out ε-MSE on the first N test images
+    /// (live and EMA weights; RUN/heldout.json). 0: off.
+    #[arg(long, default_value_t = 0)]
+    pub heldout: usize,
     #[command(flatten)]
     pub over: Overrides,
 }
@@ -82,6 +86,9 @@ fn pretrain_on<D: Backend>(a: PretrainArgs, reg: &Registry, dev: D) -> Result<()
     );
     let until = a.until.unwrap_or(t.cfg.steps).min(t.cfg.steps);
     run::train_loop(&mut t, &dir, until, &format!("{} ancestry", info.name))?;
+    if a.heldout > 0 {
+        crate::train::heldout(&t, &dir, a.heldout)?;
+    }
     println!("ancestry run: {} (step {})", a.out.display(), t.step);
     println!("next: fine learngene extract --run {} --out learngene.safetensors", a.out.display());
     Ok(())
@@ -167,6 +174,19 @@ pub fn extract(
         );
     }
     let opts = Options::from_ron(&info, ck.extra.get("strategy_opts").map(String::as_str).unwrap_or(""))?;
+    extract_with(ck, run, no_ema, strategy, &opts)
+}
+
+/// The learngene of the ancestry run `run` (checkpoint `ck`) by `strategy` with
+/// `opts` (the run's parameterization must be the one the strategy makes).
+pub fn extract_with(
+    ck: &Checkpoint,
+    run: &std::path::Path,
+    no_ema: bool,
+    strategy: &dyn fine_plugin_api::Strategy,
+    opts: &Options,
+) -> Result<fine_plugin_api::Learngene> {
+    let opts = opts.clone();
     let values = if no_ema { &ck.params } else { &ck.ema };
     let mut leaves = st::values_as_tensors(&ck.spec, values)?;
     let pool = fine_core::on_device!(run::device(), |dev| distill_pool(dev, strategy, ck, &leaves, &opts, run))?;
@@ -279,6 +299,10 @@ pub struct InitArgs {
     /// Run configuration of the initialization phase (RON).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// The descendant's held-out ε-MSE on the first N test images before and
+    /// after the initialization phase (printed; OUT/heldout.json). 0: off.
+    #[arg(long, default_value_t = 0)]
+    pub heldout: usize,
     #[command(flatten)]
     pub over: Overrides,
 }
@@ -323,6 +347,14 @@ fn init_on<D: Backend>(a: InitArgs, reg: &Registry, dev: D) -> Result<()> {
         ("init_trainable".to_string(), trainable.to_string()),
     ]);
     let mut t = Trainer::with_store(dit.clone(), cfg.clone(), store, extra.clone())?;
+    let heldout = match a.heldout {
+        0 => None,
+        n => {
+            let data = fine_core::data::load(&cfg.data, fine_core::data::Split::Test)?;
+            Some(fine_core::train::heldout::HeldOut::new(&data, n, t.schedule(), 0)?)
+        }
+    };
+    let start = heldout.as_ref().map(|h| h.loss(&dit, &t.store, 64)).transpose()?;
     if init_steps > 0 {
         let idir = RunDir(a.out.join("init"));
         std::fs::create_dir_all(&idir.0).with_context(|| format!("creating {}", idir.0.display()))?;
@@ -341,7 +373,7 @@ fn init_on<D: Backend>(a: InitArgs, reg: &Registry, dev: D) -> Result<()> {
     let values = plain.host_values();
     let ck = Checkpoint {
         graph: g.clone(),
-        train: TrainConfig { steps: 0, ..cfg },
+        train: TrainConfig { steps: 0, ..cfg.clone() },
         spec: plain.spec.clone(),
         step: 0,
         params: values.clone(),
@@ -351,6 +383,18 @@ fn init_on<D: Backend>(a: InitArgs, reg: &Registry, dev: D) -> Result<()> {
         extra,
     };
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    if let (Some(h), Some(start)) = (&heldout, start) {
+        let end = h.loss(&dit, &t.store, 64)?;
+        println!(
+            "held-out ε-MSE ({} test, N = {}): {start:.5} before the initialization phase, {end:.5} after",
+            cfg.data, a.heldout
+        );
+        let json = serde_json::json!({
+            "data": cfg.data, "split": "test", "n": a.heldout, "seed": 0, "init_steps": init_steps,
+            "before": start, "after": end,
+        });
+        fine_core::util::fsx::write_atomic(&a.out.join("heldout.json"), format!("{json}\n").as_bytes())?;
+    }
     ck.save(&dir.checkpoint())?;
     println!("initialized {} in {:.1} s → {}", g.name, t0.elapsed().as_secs_f64(), dir.checkpoint().display());
     println!("next: fine train --from {} --steps N", a.out.display());

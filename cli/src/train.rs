@@ -223,7 +223,7 @@ fn run_on<D: fine_core::model::Backend>(a: TrainArgs, dev: D) -> Result<()> {
 }
 
 /// Writes RUN/heldout.json: the held-out ε-MSE of the live and EMA weights.
-fn heldout<D: fine_core::model::Backend>(t: &Trainer<D>, dir: &RunDir, n: usize) -> Result<()> {
+pub(crate) fn heldout<D: fine_core::model::Backend>(t: &Trainer<D>, dir: &RunDir, n: usize) -> Result<()> {
     use fine_core::train::heldout::HeldOut;
     let data = fine_core::data::load(&t.cfg.data, fine_core::data::Split::Test)?;
     let set = HeldOut::new(&data, n, t.schedule(), 0)?;

@@ -28,6 +28,26 @@ pub struct BenchConfig {
     pub seeds: Vec<u64>,
     /// How descendants are scored.
     pub eval: Eval,
+    /// Sub-tables of the report (e.g. the paper's Tables A, C, D): chosen rows
+    /// and sizes, each metric. Empty: only the full table.
+    #[serde(default)]
+    pub tables: Vec<Table>,
+    /// Paired per-seed differences `a − b` of the final metrics, per size.
+    #[serde(default)]
+    pub paired: Vec<(String, String)>,
+}
+
+/// A sub-table of the report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Table {
+    /// Heading.
+    pub title: String,
+    /// Row labels, in order.
+    pub rows: Vec<String>,
+    /// Size (graph) names, in order; empty: every size.
+    #[serde(default)]
+    pub sizes: Vec<String>,
 }
 
 /// Ancestry pre-training.
@@ -51,6 +71,19 @@ pub struct Ancestry {
     /// Seed of the ancestry run.
     #[serde(default)]
     pub seed: u64,
+    /// Which weights the learngene is extracted from.
+    #[serde(default)]
+    pub weights: Weights,
+}
+
+/// The ancestry weights a learngene is extracted from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Weights {
+    /// The EMA of every leaf (for a factorized ancestry, the EMA of each factor).
+    #[default]
+    Ema,
+    /// The live weights at the last step.
+    Live,
 }
 
 /// One row of the table.
@@ -74,6 +107,17 @@ pub struct Row {
     /// Use this learngene file instead of pre-training an ancestry.
     #[serde(default)]
     pub learngene: Option<PathBuf>,
+    /// Only these sizes (graph names); empty: every size.
+    #[serde(default)]
+    pub sizes: Vec<String>,
+    /// The ancestry's peak learning rate, when this strategy's ancestry trains
+    /// best at another than `ancestry.lr` (measured, e.g. a factorized model).
+    #[serde(default)]
+    pub ancestry_lr: Option<f64>,
+    /// Ordinary training steps of this row, when they differ from `train.steps`
+    /// (e.g. scratch trained as long as the ancestry).
+    #[serde(default)]
+    pub train_steps: Option<usize>,
 }
 
 impl Row {
@@ -101,10 +145,13 @@ pub struct Phase {
     /// EMA decay.
     #[serde(default = "default_ema")]
     pub ema_decay: f64,
+    /// Linear warmup steps (a fresh optimizer starts every phase).
+    #[serde(default)]
+    pub warmup: usize,
 }
 
 /// The score of a descendant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Metric {
     /// Held-out ε-MSE on fixed test (image, t, ε) triples.
     Heldout,
@@ -145,10 +192,24 @@ pub struct Eval {
     /// Classifier-free guidance scale for FIDs (1 = none).
     #[serde(default = "one")]
     pub cfg_scale: f32,
+    /// Metrics of the final model only, from one set of `end_n` samples
+    /// (e.g. `[Cfid, Fid]`), each a table of its own.
+    #[serde(default)]
+    pub end: Vec<Metric>,
+    /// Samples (and reference images) of the `end` metrics.
+    #[serde(default = "default_end_n")]
+    pub end_n: usize,
+    /// Inception FID (when in `end`) only at these sizes (graph names; it is the
+    /// slow one on a CPU); empty: every size.
+    #[serde(default)]
+    pub fid_sizes: Vec<String>,
 }
 
 fn default_ema() -> f64 {
     0.995
+}
+fn default_end_n() -> usize {
+    2000
 }
 fn default_sampler() -> String {
     "ddim".into()
@@ -180,6 +241,26 @@ impl BenchConfig {
         for r in &cfg.rows {
             if !labels.insert(r.label()) {
                 bail!("{}: two rows are labelled `{}`; give them distinct `label`s", path.display(), r.label());
+            }
+            if r.train_steps == Some(0) {
+                bail!("{}: row `{}`: `train_steps` must be at least 1", path.display(), r.label());
+            }
+        }
+        if cfg.eval.end.contains(&Metric::Heldout) {
+            return Err(bad("`eval.end` takes sample metrics (Cfid, Fid); the held-out loss is `eval.metric`".into()));
+        }
+        if !cfg.eval.end.is_empty() && cfg.eval.end_n < 2 {
+            return Err(bad("`eval.end_n` must be at least 2".into()));
+        }
+        let known = |l: &String| labels.contains(l);
+        for t in &cfg.tables {
+            if let Some(l) = t.rows.iter().find(|l| !known(l)) {
+                bail!("{}: table `{}` names row `{l}`, which no row has as its label", path.display(), t.title);
+            }
+        }
+        for (a, b) in &cfg.paired {
+            if let Some(l) = [a, b].into_iter().find(|l| !known(l)) {
+                bail!("{}: `paired` names row `{l}`, which no row has as its label", path.display());
             }
         }
         Ok(cfg)

@@ -23,7 +23,7 @@ mod report;
 mod score;
 
 use crate::run::{self, RunDir};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use config::{BenchConfig, Row};
 use fine_core::checkpoint::Checkpoint;
@@ -52,6 +52,10 @@ pub struct BenchLearngeneArgs {
     /// Ancestry cache folder (default: OUT/cache).
     #[arg(long)]
     pub cache: Option<PathBuf>,
+    /// Train nothing: write the report from the runs finished so far (a
+    /// partial report says how many of the runs it holds).
+    #[arg(long)]
+    pub report_only: bool,
 }
 
 /// One descendant run's numbers.
@@ -75,13 +79,28 @@ pub struct RunResult {
     pub curve: Vec<(usize, f64)>,
     /// The metric after the last step.
     pub last: f64,
+    /// Ordinary training steps.
+    #[serde(default)]
+    pub train_steps: usize,
+    /// The `eval.end` metrics of the final model (metric title → value).
+    #[serde(default)]
+    pub end: BTreeMap<String, f64>,
+}
+
+/// An ancestry's own score: held-out ε-MSE of its live and EMA weights
+/// (`eval.n` test images of the benchmark's data).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct AncestryScore {
+    /// Live weights after the last step.
+    pub live: f64,
+    /// EMA weights (for a factorized ancestry: the product of the factors' EMAs).
+    pub ema: f64,
 }
 
 /// A row ready to run.
 struct Prepared<'a> {
     row: Row,
     strategy: Option<&'a dyn Strategy>,
-    opts: Option<Options>,
     learngene: Option<Learngene>,
 }
 
@@ -100,6 +119,13 @@ fn run_on<D: Backend>(a: BenchLearngeneArgs, reg: &Registry, dev: D) -> Result<(
     for g in &sizes {
         if !names.insert(g.name.clone()) {
             bail!("{}: two sizes have the graph name `{}`", a.config.display(), g.name);
+        }
+    }
+    let named = cfg.rows.iter().flat_map(|r| &r.sizes).chain(cfg.tables.iter().flat_map(|t| &t.sizes));
+    let named = named.chain(&cfg.eval.fid_sizes);
+    for n in named {
+        if !names.contains(n) {
+            bail!("{}: size `{n}` is not the graph name of any of `sizes`", a.config.display());
         }
     }
 
@@ -121,9 +147,12 @@ fn run_on<D: Backend>(a: BenchLearngeneArgs, reg: &Registry, dev: D) -> Result<(
     }
     score::check(&cfg, &sizes, reg).with_context(|| format!("{}: eval", a.config.display()))?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let total_runs = rows.len() * sizes.len() * cfg.seeds.len();
+    let sizes_of = |r: &Row| -> Vec<&Graph> {
+        sizes.iter().filter(|g| r.sizes.is_empty() || r.sizes.contains(&g.name)).collect()
+    };
+    let total_runs: usize = rows.iter().map(|p| sizes_of(&p.row).len()).sum::<usize>() * cfg.seeds.len();
     eprintln!(
-        "bench `{}`: {} rows × {} sizes × {} seeds = {total_runs} descendant runs → {}",
+        "bench `{}`: {} rows × up to {} sizes × {} seeds = {total_runs} descendant runs → {}",
         cfg.name,
         rows.len(),
         sizes.len(),
@@ -133,10 +162,16 @@ fn run_on<D: Backend>(a: BenchLearngeneArgs, reg: &Registry, dev: D) -> Result<(
 
     // ----- 2. ancestries (cached) -----
     let mut storage = BTreeMap::new();
+    let mut ancestry_scores = BTreeMap::new();
+    let mut scorer = score::Scorer::new(&cfg, reg);
     for p in rows.iter_mut() {
         if let (Some(s), None) = (p.strategy, &p.learngene) {
             if p.row.strategy != "scratch" {
-                p.learngene = Some(ancestry(dev.clone(), s, &p.row, &cfg, &anc_graph, &cache, reg)?);
+                let found = ancestry(dev.clone(), s, &p.row, &cfg, &anc_graph, &cache, &mut scorer, a.report_only)?;
+                if let Some((lg, score)) = found {
+                    p.learngene = Some(lg);
+                    ancestry_scores.insert(p.row.label(), score);
+                }
             }
         }
         let values = p.learngene.as_ref().map(|lg| lg.tensors.values().map(|t| t.data.len()).sum()).unwrap_or(0);
@@ -144,22 +179,27 @@ fn run_on<D: Backend>(a: BenchLearngeneArgs, reg: &Registry, dev: D) -> Result<(
     }
 
     // ----- 3. descendants -----
-    let mut scorer = score::Scorer::new(&cfg, reg);
     let mut results = Vec::new();
     let mut k = 0;
-    for p in &rows {
-        for g in &sizes {
-            for &seed in &cfg.seeds {
+    // Seeds outermost: an interrupted benchmark has whole tables of its first seeds.
+    for &seed in &cfg.seeds {
+        for p in &rows {
+            for g in sizes_of(&p.row) {
                 k += 1;
-                eprintln!("[{k}/{total_runs}] {} → {} seed {seed}", p.row.label(), g.name);
                 let data = &datasets[p.row.data.as_ref().unwrap_or(&cfg.data)];
+                if a.report_only {
+                    results.extend(finished(&run_dir(&out, &p.row, g, seed)));
+                    continue;
+                }
+                eprintln!("[{k}/{total_runs}] {} → {} seed {seed}", p.row.label(), g.name);
                 results.push(descendant(dev.clone(), p, g, seed, &cfg, &out, data, &mut scorer)?);
             }
         }
     }
 
     // ----- 4. report -----
-    report::write(&out, &cfg, &sizes, &storage, &results)?;
+    let partial = (results.len() < total_runs).then_some((results.len(), total_runs));
+    report::write(&out, &cfg, &sizes, &storage, &ancestry_scores, &results, partial)?;
     Ok(())
 }
 
@@ -170,7 +210,7 @@ fn prepare<'a>(r: &Row, anc: &Graph, sizes: &[Graph], data: &Dataset, reg: &'a R
     let anc_opts = Options::parse(&info, &r.ancestry_opts).context("ancestry_opts")?;
     let opts = Options::parse(&info, &r.opts).context("opts")?;
     if r.strategy == "scratch" {
-        return Ok(Prepared { row: r.clone(), strategy: Some(strategy), opts: Some(opts), learngene: None });
+        return Ok(Prepared { row: r.clone(), strategy: Some(strategy), learngene: None });
     }
     let given = match &r.learngene {
         Some(path) => {
@@ -204,7 +244,7 @@ fn prepare<'a>(r: &Row, anc: &Graph, sizes: &[Graph], data: &Dataset, reg: &'a R
             .with_context(|| format!("cannot build size `{}`", g.name))?;
         d.spec.validate(&dit.weight_shapes()).with_context(|| format!("size `{}`", g.name))?;
     }
-    Ok(Prepared { row: r.clone(), strategy: Some(strategy), opts: Some(opts), learngene: given })
+    Ok(Prepared { row: r.clone(), strategy: Some(strategy), learngene: given })
 }
 
 fn phase_config(p: &config::Phase, data: &str, seed: u64, steps: usize) -> TrainConfig {
@@ -213,6 +253,7 @@ fn phase_config(p: &config::Phase, data: &str, seed: u64, steps: usize) -> Train
         steps: steps.max(1),
         batch: p.batch,
         lr: p.lr,
+        warmup: p.warmup,
         subset: p.subset,
         ema_decay: p.ema_decay,
         seed,
@@ -221,7 +262,28 @@ fn phase_config(p: &config::Phase, data: &str, seed: u64, steps: usize) -> Train
     }
 }
 
-/// Pre-trains (or finds in the cache) the ancestry of a row; returns its learngene.
+/// A row's descendant options for one seed: a strategy with a `seed` option
+/// (its random draws, e.g. FINE's σ-init) gets the run's seed unless the row sets it.
+fn seeded_options(s: &dyn Strategy, row: &Row, seed: u64) -> Result<Options> {
+    let info = s.info();
+    let given = Options::parse(&info, &row.opts)?;
+    let has_seed = info.options.iter().any(|o| o.name == "seed");
+    if !has_seed || row.opts.contains("seed") || row.opts.trim_start().starts_with('{') {
+        return Ok(given);
+    }
+    let sep = if row.opts.trim().is_empty() { "" } else { "," };
+    Options::parse(&info, &format!("{}{sep}seed={seed}", row.opts))
+}
+
+/// Pre-trains (or finds in the cache) the ancestry of a row; returns its
+/// learngene and the ancestry's own score.
+///
+/// The training run is cached by what defines it — the parameterization, the
+/// graph, the data and the training config — in `CACHE/run-<crc32>`, so rows
+/// whose strategies train the same model (every plain ancestry: svd-independent
+/// at any rank, heur, stitch) share one run; the learngene is cached per
+/// strategy and options in `CACHE/<strategy>-<crc32>`.
+#[allow(clippy::too_many_arguments)]
 fn ancestry<D: Backend>(
     dev: D,
     s: &dyn Strategy,
@@ -229,65 +291,112 @@ fn ancestry<D: Backend>(
     cfg: &BenchConfig,
     g: &Graph,
     cache: &Path,
-    reg: &Registry,
-) -> Result<Learngene> {
+    scorer: &mut score::Scorer,
+    report_only: bool,
+) -> Result<Option<(Learngene, AncestryScore)>> {
     let info = s.info();
     let opts = Options::parse(&info, &r.ancestry_opts)?;
     let a = &cfg.ancestry;
     let tcfg = TrainConfig {
-        warmup: a.warmup,
         ckpt_every: (a.steps / 4).max(1),
         ..phase_config(
-            &config::Phase { steps: None, batch: a.batch, lr: a.lr, subset: None, ema_decay: a.ema_decay },
+            &config::Phase {
+                steps: None,
+                batch: a.batch,
+                lr: r.ancestry_lr.unwrap_or(a.lr),
+                subset: None,
+                ema_decay: a.ema_decay,
+                warmup: a.warmup,
+            },
             &cfg.data,
             a.seed,
             a.steps,
         )
     };
+    let spec = s.ancestry(g, &st::weights_of(&Dit::new(g)), &opts)?;
+    let run_key =
+        format!("spec: {}
+train: {}
+graph: {}
+", ron::to_string(&spec)?, ron::to_string(&tcfg)?, graph::load::to_ron(g));
     let key = format!(
-        "strategy: {} {}\noptions: {}\ndata: {}\ntrain: {}\ngraph: {}\n",
+        "strategy: {} {}
+options: {}
+weights: {:?}
+{run_key}",
         info.name,
         info.version,
         opts.to_ron(),
-        cfg.data,
-        ron::to_string(&tcfg)?,
-        graph::load::to_ron(g)
+        a.weights
     );
+    let run_dir = cache.join(format!("run-{:08x}", crc32fast::hash(run_key.as_bytes())));
     let dir = cache.join(format!("{}-{:08x}", info.name, crc32fast::hash(key.as_bytes())));
     let lg_path = dir.join("learngene.safetensors");
-    let key_path = dir.join("key.txt");
-    if key_path.exists() {
-        let old = std::fs::read_to_string(&key_path).with_context(|| format!("reading {}", key_path.display()))?;
-        if old != key {
-            bail!("{}: cache collision (another key); delete the folder", dir.display());
-        }
-        if lg_path.exists() {
-            eprintln!("ancestry of `{}`: cached in {}", info.name, dir.display());
-            return load_learngene(&lg_path);
+    let score_path = run_dir.join("ancestry-score.json");
+    let mut lg = None;
+    if report_only {
+        let score = std::fs::read_to_string(&score_path).ok().and_then(|t| serde_json::from_str(&t).ok());
+        return Ok(match (lg_path.exists(), score) {
+            (true, Some(score)) => Some((load_learngene(&lg_path)?, score)),
+            _ => None,
+        });
+    }
+    for (d, k) in [(&run_dir, &run_key), (&dir, &key)] {
+        let key_path = d.join("key.txt");
+        if key_path.exists() {
+            let old = std::fs::read_to_string(&key_path).with_context(|| format!("reading {}", key_path.display()))?;
+            if &old != k {
+                bail!("{}: cache collision (another key); delete the folder", d.display());
+            }
+        } else {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            fine_core::util::fsx::write_atomic(&key_path, k.as_bytes())?;
         }
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    fine_core::util::fsx::write_atomic(&key_path, key.as_bytes())?;
-    let rd = RunDir(dir.clone());
-    let mut t = if run::has_run(&dir) {
+    if lg_path.exists() {
+        eprintln!("ancestry of `{}`: learngene cached in {}", info.name, dir.display());
+        lg = Some(load_learngene(&lg_path)?);
+    }
+    let cached_score =
+        std::fs::read_to_string(&score_path).ok().and_then(|t| serde_json::from_str::<AncestryScore>(&t).ok());
+    if let (Some(lg), Some(score)) = (lg.clone(), cached_score) {
+        return Ok(Some((lg, score)));
+    }
+    let rd = RunDir(run_dir.clone());
+    let mut t = if run::has_run(&run_dir) {
         Trainer::from_checkpoint(dev, Checkpoint::load(&rd.checkpoint())?)?
     } else {
-        let dit = Dit::new(g);
-        let spec = s.ancestry(g, &st::weights_of(&dit), &opts)?;
-        let mut t = Trainer::new(dev, g, tcfg, Some(spec))?;
-        t.extra = BTreeMap::from([
-            ("strategy".to_string(), info.name.clone()),
-            ("strategy_version".to_string(), info.version.clone()),
-            ("strategy_opts".to_string(), opts.to_ron()),
-        ]);
+        let t = Trainer::new(dev, g, tcfg, Some(spec))?;
         run::write_run_ron(&rd, &t)?;
         t
     };
-    eprintln!("ancestry of `{}`: {} steps of {} → {}", info.name, a.steps, g.name, dir.display());
+    eprintln!("ancestry of `{}`: {} steps of {} → {}", info.name, a.steps, g.name, run_dir.display());
     run::train_loop(&mut t, &rd, a.steps, &format!("{} ancestry", info.name))?;
-    let lg = crate::learngene::extract(&t.checkpoint(), &dir, false, reg)?;
-    save_learngene(&lg_path, &lg)?;
-    Ok(lg)
+    let score = AncestryScore {
+        live: scorer.heldout(&t, &t.store, &cfg.data)?,
+        ema: scorer.heldout(&t, &t.ema_store()?, &cfg.data)?,
+    };
+    eprintln!("ancestry of `{}`: held-out ε-MSE live {:.5}, EMA {:.5}", info.name, score.live, score.ema);
+    fine_core::util::fsx::write_atomic(&score_path, serde_json::to_string(&score)?.as_bytes())?;
+    let lg = match lg {
+        Some(lg) => lg,
+        None => {
+            let lg = crate::learngene::extract_with(&t.checkpoint(), &run_dir, a.weights == config::Weights::Live, s, &opts)?;
+            save_learngene(&lg_path, &lg)?;
+            lg
+        }
+    };
+    Ok(Some((lg, score)))
+}
+
+/// The folder of one descendant run.
+fn run_dir(out: &Path, row: &Row, g: &Graph, seed: u64) -> PathBuf {
+    out.join("runs").join(format!("{}-{}-s{seed}", sanitize(&row.label()), sanitize(&g.name)))
+}
+
+/// The result of a finished run in `dir`, if any.
+fn finished(dir: &Path) -> Option<RunResult> {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("result.json")).ok()?).ok()
 }
 
 /// One descendant: build, initialize, train, score.
@@ -304,24 +413,22 @@ fn descendant<D: Backend>(
 ) -> Result<RunResult> {
     let label = p.row.label();
     let data = p.row.data.clone().unwrap_or_else(|| cfg.data.clone());
-    let dir = out.join("runs").join(format!("{}-{}-s{seed}", sanitize(&label), g.name));
+    let dir = run_dir(out, &p.row, g, seed);
     let result_path = dir.join("result.json");
-    if let Ok(text) = std::fs::read_to_string(&result_path) {
-        if let Ok(r) = serde_json::from_str::<RunResult>(&text) {
-            eprintln!("  done before: {}", result_path.display());
-            return Ok(r);
-        }
+    if let Some(r) = finished(&dir) {
+        eprintln!("  done before: {}", result_path.display());
+        return Ok(r);
     }
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("clearing the unfinished run {}", dir.display()))?;
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let steps = cfg.train.steps.unwrap_or(1);
+    let steps = p.row.train_steps.or(cfg.train.steps).unwrap_or(1);
     let tcfg = phase_config(&cfg.train, &data, seed, steps);
     let t0 = Instant::now();
     let (mut t, init_steps, init_trainable) = match (&p.learngene, p.strategy) {
         (Some(lg), Some(s)) => {
-            let opts = p.opts.as_ref().ok_or_else(|| anyhow!("row without options"))?;
+            let opts = &seeded_options(s, &p.row, seed)?;
             let (dit, d) = st::build_descendant(s, lg, g, opts, || Ok(train_data.clone()), seed)?;
             // `init.steps` sets the length of a strategy's initialization phase;
             // a strategy without one (init_steps 0) goes straight to training.
@@ -361,6 +468,11 @@ fn descendant<D: Backend>(
     }
     let last = curve.last().map(|c| c.1).unwrap_or(f64::NAN);
     eprintln!("  {}: {last:.5} after {steps} steps", cfg.eval.metric.title());
+    let end: BTreeMap<String, f64> =
+        scorer.score_end(&t, &data)?.into_iter().map(|(m, v)| (m.title().to_string(), v)).collect();
+    for (m, v) in &end {
+        eprintln!("  {m}: {v:.3} (N = {})", cfg.eval.end_n);
+    }
     let r = RunResult {
         row: label,
         size: g.name.clone(),
@@ -371,6 +483,8 @@ fn descendant<D: Backend>(
         train_seconds,
         curve,
         last,
+        train_steps: steps,
+        end,
     };
     fine_core::util::fsx::write_atomic(&result_path, serde_json::to_string_pretty(&r)?.as_bytes())?;
     Ok(r)

@@ -74,6 +74,16 @@ fn check_finite(loss: f32, s: usize) -> Result<()> {
     Ok(())
 }
 
+/// Every leaf's learning-rate scale ([`fine_plugin_api::LeafSpec::lr_scale`]).
+fn lr_scales(spec: &Parameterization) -> BTreeMap<String, f64> {
+    spec.leaves.iter().map(|l| (l.name.clone(), l.lr_scale as f64)).collect()
+}
+
+/// `hp` with the learning rate of leaf `name` (the run's times the leaf's scale).
+fn scaled(hp: AdamWHp, scales: &BTreeMap<String, f64>, name: &str) -> AdamWHp {
+    AdamWHp { lr: hp.lr * scales.get(name).copied().unwrap_or(1.0), ..hp }
+}
+
 /// The random stream of step `s` of a run seeded with `seed`.
 pub fn step_rng(seed: u64, s: usize) -> ChaCha8Rng {
     let mut r = ChaCha8Rng::seed_from_u64(seed);
@@ -263,9 +273,10 @@ impl<D: Backend> Trainer<D> {
         if let Some(c) = self.cfg.grad_clip {
             optim::clip(&mut grads, grad_norm, c);
         }
+        let scales = lr_scales(&self.store.spec);
         for (name, g) in &grads {
             let mut v = crate::model::store::flat_values(&self.store.leaf(name)?.value);
-            self.opt.update(name, &mut v, g, hp, self.opt.t);
+            self.opt.update(name, &mut v, g, scaled(hp, &scales, name), self.opt.t);
             ema::update(&mut self.ema, name, &v, self.cfg.ema_decay);
             self.store.set(name, v)?;
         }
@@ -292,7 +303,9 @@ impl<D: Backend> Trainer<D> {
         };
         let state =
             self.on_device.get_or_insert_with(|| optim::DeviceState::upload(&self.store.dev, &self.opt, &self.ema));
+        let scales = lr_scales(&self.store.spec);
         for (name, g) in &grads {
+            let hp = scaled(hp, &scales, name);
             state.update(name, self.store.value_mut(name)?, g, scale, hp, self.opt.t, self.cfg.ema_decay)?;
         }
         Ok((loss, grad_norm))

@@ -48,6 +48,22 @@ pub struct LeafSpec {
     /// Whether the optimiser updates it. Frozen leaves still receive no update
     /// even though gradients may flow through them to other leaves.
     pub trainable: bool,
+    /// The leaf's learning rate as a multiple of the run's (the schedule's
+    /// value at each step times this; like a PyTorch parameter group's `lr`).
+    /// Finite and positive; 1 when a spec written before this field is read.
+    #[serde(default = "one")]
+    pub lr_scale: f32,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+impl LeafSpec {
+    /// A leaf at the run's learning rate (`lr_scale` 1).
+    pub fn new(name: impl Into<String>, shape: Vec<usize>, init: Init, trainable: bool) -> Self {
+        Self { name: name.into(), shape, init, trainable, lr_scale: 1.0 }
+    }
 }
 
 /// An expression producing one model weight from leaves.
@@ -160,7 +176,7 @@ impl Parameterization {
     pub fn plain(weights: &[(String, Vec<usize>, Init)]) -> Self {
         let leaves = weights
             .iter()
-            .map(|(n, s, i)| LeafSpec { name: n.clone(), shape: s.clone(), init: i.clone(), trainable: true })
+            .map(|(n, s, i)| LeafSpec::new(n.clone(), s.clone(), i.clone(), true))
             .collect();
         let bindings = weights.iter().map(|(n, _, _)| (n.clone(), Expr::leaf(n))).collect();
         Self { leaves, bindings }
@@ -179,6 +195,11 @@ impl Parameterization {
             bail!("parameterization: duplicate leaf names");
         }
         let mut errors = Vec::new();
+        for l in &self.leaves {
+            if !(l.lr_scale.is_finite() && l.lr_scale > 0.0) {
+                errors.push(format!("leaf `{}`: lr_scale must be finite and positive, got {}", l.name, l.lr_scale));
+            }
+        }
         for (name, shape) in weights {
             match self.bindings.get(name) {
                 None => errors.push(format!("weight `{name}` {shape:?} has no binding")),

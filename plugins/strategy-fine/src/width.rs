@@ -114,11 +114,11 @@ pub fn parameterization(
         for (what, shape, trainable) in
             [("U", vec![m1, r], false), ("V", vec![m2, r], false), ("S", vec![target.depth, r], true)]
         {
-            leaves.push(LeafSpec { name: leaf(t, what), shape, init: Init::Zeros, trainable });
+            leaves.push(LeafSpec::new(leaf(t, what), shape, Init::Zeros, trainable));
         }
     }
     for (name, rows, cols) in [(R, d.hidden, a.hidden), (RA, d.hidden, a.hidden), (RH, d.mlp, a.mlp)] {
-        leaves.push(LeafSpec { name: name.into(), shape: vec![rows, cols], init: Init::Zeros, trainable: true });
+        leaves.push(LeafSpec::new(name, vec![rows, cols], Init::Zeros, true));
     }
     for w in weights {
         if let Some((l, suffix)) = block_of(&w.name) {
@@ -156,7 +156,7 @@ pub fn parameterization(
             }
             e = project(e, R, axis, la / a.hidden);
         }
-        leaves.push(LeafSpec { name, shape: anc.shape.clone(), init: Init::Zeros, trainable: false });
+        leaves.push(LeafSpec::new(name, anc.shape.clone(), Init::Zeros, false));
         bindings.insert(w.name.clone(), e);
     }
     Ok(Parameterization { leaves, bindings })
@@ -170,7 +170,7 @@ pub fn values(lg: &Learngene, target: &Graph, seed: u64) -> Result<Tensors> {
     for (name, t) in &lg.tensors {
         if name.ends_with(".U") || name.ends_with(".V") {
             out.insert(name.clone(), t.clone());
-        } else if !name.starts_with("fine.") {
+        } else if !name.starts_with("fine.") && !name.starts_with(dit::BIAS_TABLE) {
             out.insert(format!("{ANC}{name}"), t.clone());
         }
     }

@@ -15,11 +15,16 @@
 //! rank min(m1, m2), at which the weights are reconstructed exactly up to
 //! rounding): `svd.{t}.{l}.U` (m1 × r), `svd.{t}.{l}.V` (m2 × r), and the
 //! ancestry's singular values as a table `svd.{t}.S` (L × r). Plus, as in
-//! FINE, the depth-independent weights: patch, timestep and label embeddings
-//! and the final layer. Block biases are not inherited (as in FINE, where they
-//! are per-layer and not part of the learngene). The ranks are read when the
-//! ancestry is made (`fine pretrain`; a rank above min(m1, m2) is refused before
-//! training) and at extraction.
+//! FINE, the depth-independent weights (patch, timestep and label embeddings,
+//! final layer) and the block biases as tables `biases.{param}`. The paper
+//! keeps "the top singular vectors" without saying how many: at full rank the
+//! learngene is every trained layer exactly (more values than the ancestry),
+//! so a benchmark should also run it at FINE's storage — the rank r at which
+//! the per-layer factors take as many values as FINE's shared ones,
+//! L·r ≈ min(m1, m2) (**ours**). The ranks are read when the ancestry is made
+//! (`fine pretrain`; a rank above min(m1, m2) is refused before training) and
+//! at extraction; a descendant that asks for another rank than the
+//! learngene's is refused.
 //!
 //! **Descendant.** Depth L_d, same width. The paper does not say which
 //! ancestry layer a descendant layer takes (FINE needs no choice: its U, V are
@@ -27,12 +32,16 @@
 //! a(i) = round(i·(L−1)/(L_d−1)) (halves round up; a(0) = 0 when L_d = 1), so
 //! L_d = L maps every layer to itself. Its weights are
 //! `Factor(U_{t,a(i)}, σ_{t,i}, V_{t,a(i)})` with U, V frozen (two layers with
-//! the same a(i) read the same frozen leaves) and σ_{t,i} (row i of the
-//! trainable table `svd.{t}.S`, L_d × r) initialized to the ancestry's
-//! singular values of layer a(i). As in FINE's phase 2 the embeddings and
-//! final layer are inherited and frozen, the block biases start at DiT's zero
-//! and train with σ, for `sigma_steps` steps (default 300, FINE's); the host
-//! then materializes the plain DiT, which trains normally (`fine train --from`).
+//! the same a(i) read the same frozen leaves) and σ_{t,i} row i of the
+//! trainable table `svd.{t}.S` (L_d × r). σ starts the way FINE's does (the
+//! shared σ-phase options, [`SigmaPhase`]: `sigma_init` default `stats`, per
+//! component over the ancestry's layers, which for sorted singular values is a
+//! like-for-like draw), or `nearest` — the singular values of layer a(i)
+//! themselves. As in FINE's phase 2 the embeddings and final layer are
+//! inherited and frozen, the block biases start by `bias_init` (default the
+//! ancestry's, linear by depth) and train with σ for `sigma_steps` steps at
+//! `sigma_lr_scale` times the run's rate; the host then materializes the plain
+//! DiT, which trains normally (`fine train --from`).
 //!
 //! **Storage model** (`fine learngene info`): the learngene is every per-layer
 //! U, V (no sharing, which is what makes it large) with the ancestry's σ
@@ -40,7 +49,8 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use fine_plugin_api::info::OptionType;
-use fine_plugin_api::strategy::dit::{self, block_of, plain, rank_of, type_of, type_shape};
+use fine_plugin_api::strategy::dit::{self, block_of, plain, rank_of, type_of, type_shape, SigmaPhase};
+use rand::SeedableRng;
 use fine_plugin_api::tensors::{Tensor, Tensors};
 use fine_plugin_api::{
     Descendant, Expr, Graph, Init, LeafSpec, Learngene, OptionSpec, Options, Parameterization, PluginInfo, PluginKind,
@@ -109,12 +119,8 @@ impl Strategy for SvdIndependent {
             )
         };
         let mut options: Vec<OptionSpec> = TYPES.iter().map(|(t, _)| rank(t)).collect();
-        options.push(OptionSpec::new(
-            "sigma_steps",
-            OptionType::Int,
-            "300",
-            "steps of σ-and-bias training of a descendant (0: keep the ancestry's singular values)",
-        ));
+        options.extend(SigmaPhase::options(&["nearest"]));
+        options.push(OptionSpec::new("seed", OptionType::Int, "0", "seed of the random σ-init"));
         PluginInfo {
             name: NAME.into(),
             kind: PluginKind::Strategy,
@@ -160,7 +166,10 @@ impl Strategy for SvdIndependent {
             per_layer += r;
         }
         tensors.extend(dit::depth_independent(leaves));
-        dit::insert_storage(&mut meta, dit::values_in(tensors.values()), per_layer + dit::bias_values_per_layer(spec));
+        let tables = dit::bias_tables(leaves, graph.depth)?;
+        let stored = dit::values_in(tensors.values());
+        tensors.extend(tables);
+        dit::insert_storage(&mut meta, stored, per_layer + dit::bias_values_per_layer(spec));
         Ok(Learngene { strategy: NAME.into(), strategy_version: env!("CARGO_PKG_VERSION").into(), meta, tensors })
     }
 
@@ -171,9 +180,10 @@ impl Strategy for SvdIndependent {
         let depth = target.depth;
         let src: Vec<usize> = (0..depth).map(|i| source_layer(i, depth, anc_depth)).collect();
         let get = |name: &str| lg.tensors.get(name).ok_or_else(|| anyhow!("the learngene lacks `{name}`"));
+        let phase = SigmaPhase::from_options(opts, &["nearest"])?;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.int("seed")? as u64);
         let (mut leaves, mut bindings, mut values) = (Vec::new(), BTreeMap::new(), Tensors::new());
-        let frozen =
-            |name: String, t: &Tensor| LeafSpec { name, shape: t.shape.clone(), init: Init::Zeros, trainable: false };
+        let frozen = |name: String, t: &Tensor| LeafSpec::new(name, t.shape.clone(), Init::Zeros, false);
         for (t, suffix) in TYPES {
             let (m1, m2) = type_shape(weights, suffix)?;
             let table = get(&sigma_leaf(t))?;
@@ -181,6 +191,10 @@ impl Strategy for SvdIndependent {
                 [l, r] if l == anc_depth => r,
                 _ => bail!("the learngene's `{}` has shape {:?}, not ({anc_depth}, r)", sigma_leaf(t), table.shape),
             };
+            let want = opts.int(&format!("rank_{t}"))?;
+            if want != 0 && want != r {
+                bail!("rank_{t} = {want}, but the learngene was made at rank {r} (leave rank_{t} unset)");
+            }
             for a in src.iter().copied().collect::<BTreeSet<usize>>() {
                 for (what, m) in [("U", m1), ("V", m2)] {
                     let name = factor_leaf(t, a, what);
@@ -197,9 +211,12 @@ impl Strategy for SvdIndependent {
                     values.insert(name, f.clone());
                 }
             }
-            let sigma: Vec<f32> = src.iter().flat_map(|&a| table.data[a * r..(a + 1) * r].iter().copied()).collect();
+            let sigma: Vec<f32> = match phase.sigma_init.as_str() {
+                "nearest" => src.iter().flat_map(|&a| table.data[a * r..(a + 1) * r].iter().copied()).collect(),
+                _ => phase.sigma_rows(t, table, depth, &mut rng).with_context(|| format!("σ-init of {t}"))?,
+            };
             let name = sigma_leaf(t);
-            leaves.push(LeafSpec { name: name.clone(), shape: vec![depth, r], init: Init::Zeros, trainable: true });
+            leaves.push(LeafSpec { lr_scale: phase.lr_scale, ..LeafSpec::new(&name, vec![depth, r], Init::Zeros, true) });
             values.insert(name.clone(), Tensor::new(vec![depth, r], sigma)?);
             for (i, &a) in src.iter().enumerate() {
                 let factor = Expr::Factor {
@@ -210,11 +227,18 @@ impl Strategy for SvdIndependent {
                 bindings.insert(format!("blocks.{i}.{suffix}"), factor);
             }
         }
+        let biases = dit::descendant_biases(lg, weights, depth, &phase.bias_init, &mut rng)?;
         for w in weights {
             match block_of(&w.name) {
                 Some((_, param)) if type_of(param).is_some() => {}
-                // Block biases (and any other block parameter): fresh, DiT's init, trained with σ.
-                Some(_) => dit::push_own_leaf(w, true, &mut leaves, &mut bindings),
+                // Block biases (and any other block parameter): by `bias_init`, trained with σ.
+                Some(_) => {
+                    dit::push_own_leaf(w, true, &mut leaves, &mut bindings);
+                    leaves.last_mut().expect("just pushed").lr_scale = phase.lr_scale;
+                    if let Some(b) = biases.get(&w.name) {
+                        values.insert(w.name.clone(), b.clone());
+                    }
+                }
                 None => {
                     let t = get(&w.name)?;
                     if t.shape != w.shape {
@@ -231,7 +255,7 @@ impl Strategy for SvdIndependent {
                 }
             }
         }
-        Ok(Descendant { spec: Parameterization { leaves, bindings }, values, init_steps: opts.int("sigma_steps")? })
+        Ok(Descendant { spec: Parameterization { leaves, bindings }, values, init_steps: phase.steps })
     }
 }
 

@@ -88,11 +88,14 @@ fn learngene_reconstructs_the_ancestry_and_a_same_depth_descendant_is_the_ancest
             assert!(err < 1e-5, "{t} layer {l}: {err}");
         }
     }
-    assert!(!lg.tensors.keys().any(|n| n.starts_with("blocks.")), "biases are not inherited");
+    assert!(!lg.tensors.keys().any(|n| n.starts_with("blocks.")), "no block weight is stored whole");
+    assert_eq!(lg.tensors["biases.mlp.fc1.bias"].shape, [3, 64], "the biases as a table per parameter");
     assert!(lg.tensors.contains_key("y_embedder.embedding_table.weight"));
-    // Same depth, full rank: the materialized descendant has the ancestry's weights, zero block biases.
-    let d = SvdIndependent.descendant(&lg, &g, &weights_of(&dit), &opts("")).unwrap();
+    // Same depth, full rank, σ of the nearest layer: the materialized descendant is the ancestry,
+    // block biases included (`bias_init` linear at the same depth).
+    let d = SvdIndependent.descendant(&lg, &g, &weights_of(&dit), &opts("sigma_init=nearest")).unwrap();
     assert_eq!(d.init_steps, 300);
+    assert!(d.spec.leaves.iter().filter(|l| l.trainable).all(|l| l.lr_scale == 30.0), "σ-phase learning rate");
     let trainable: Vec<&str> = d.spec.leaves.iter().filter(|l| l.trainable).map(|l| l.name.as_str()).collect();
     assert!(trainable.iter().all(|n| n.ends_with(".S") || n.ends_with(".bias")), "{trainable:?}");
     let w = materialize(&dit, &descendant_store(CpuDevice::default(), &dit, &d, 0).unwrap()).unwrap().host_values();
@@ -102,8 +105,7 @@ fn learngene_reconstructs_the_ancestry_and_a_same_depth_descendant_is_the_ancest
                 let a: Vec<f64> = leaves[name].data.iter().map(|x| *x as f64).collect();
                 assert!(max_err(&a, v) < 1e-5, "{name}: {}", max_err(&a, v));
             }
-            Some(_) => assert!(v.iter().all(|x| *x == 0.0), "{name}"),
-            None => assert_eq!(v, &leaves[name].data, "{name}"),
+            Some(_) | None => assert_eq!(v, &leaves[name].data, "{name}"),
         }
     }
 }
@@ -122,7 +124,8 @@ fn shallower_descendant_at_low_rank_and_misfits() {
     assert_eq!(lg.meta["storage.per_layer"], (102 + 416).to_string());
     let g2 = tiny_graph(2, 32);
     let dit2 = Dit::new(&g2);
-    let d = SvdIndependent.descendant(&lg, &g2, &weights_of(&dit2), &opts("sigma_steps=0")).unwrap();
+    let d =
+        SvdIndependent.descendant(&lg, &g2, &weights_of(&dit2), &opts("sigma_steps=0,sigma_init=nearest")).unwrap();
     assert_eq!(d.init_steps, 0);
     // Layers 0 and 1 take ancestry layers 0 and 2; layer 1 is never read.
     assert!(d.values.contains_key("svd.fc2.2.V") && !d.values.contains_key("svd.fc2.1.V"));
@@ -131,6 +134,12 @@ fn shallower_descendant_at_low_rank_and_misfits() {
     let anc = &leaves["blocks.2.mlp.fc1.weight"].data;
     let err = w["blocks.1.mlp.fc1.weight"].iter().zip(anc).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     assert!(err < 1e-5, "{err}");
+    let e = SvdIndependent.descendant(&lg, &g2, &weights_of(&dit2), &opts("rank_qkv=8")).unwrap_err();
+    assert!(e.to_string().contains("rank_qkv = 8") && e.to_string().contains("rank 4"), "{e}");
+    // The default σ-init (stats) keeps each singular value's scale: the table's column means.
+    let d = SvdIndependent.descendant(&lg, &g2, &weights_of(&dit2), &opts("")).unwrap();
+    let (anc, new) = (&lg.tensors["svd.fc1.S"].data, &d.values["svd.fc1.S"].data);
+    assert!(new.iter().all(|v| *v > 0.0) && new != &anc[..64].to_vec(), "{new:?}");
     let wide = tiny_graph(3, 64);
     let e = SvdIndependent.descendant(&lg, &wide, &weights_of(&Dit::new(&wide)), &opts("")).unwrap_err();
     assert!(e.to_string().contains("width 32") && e.to_string().contains("width 64"), "{e}");

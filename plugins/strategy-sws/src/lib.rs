@@ -144,12 +144,7 @@ fn shared(weights: &[WeightSpec], sizes: &[usize]) -> Result<Parameterization> {
                 let s = *of_block.get(l).ok_or_else(|| anyhow!("`{}` lies beyond the stages {sizes:?}", w.name))?;
                 // The stage's leaf takes its shape and init from the stage's first block.
                 if l == 0 || of_block[l - 1] != s {
-                    leaves.push(LeafSpec {
-                        name: stage_leaf(s, param),
-                        shape: w.shape.clone(),
-                        init: w.init.clone(),
-                        trainable: true,
-                    });
+                    leaves.push(LeafSpec::new(stage_leaf(s, param), w.shape.clone(), w.init.clone(), true));
                 }
                 bindings.insert(w.name.clone(), Expr::leaf(stage_leaf(s, param)));
             }

@@ -94,13 +94,8 @@ impl Strategy for Tleg {
                     if l == 0 {
                         let (shape, base) = (w.shape.clone(), w.init.clone());
                         let delta = delta_init(param);
-                        leaves.push(LeafSpec {
-                            name: leaf(param, "base"),
-                            shape: shape.clone(),
-                            init: base,
-                            trainable: true,
-                        });
-                        leaves.push(LeafSpec { name: leaf(param, "delta"), shape, init: delta, trainable: true });
+                        leaves.push(LeafSpec::new(leaf(param, "base"), shape.clone(), base, true));
+                        leaves.push(LeafSpec::new(leaf(param, "delta"), shape, delta, true));
                     }
                     bindings.insert(w.name.clone(), expansion(param, l, graph.depth));
                 }

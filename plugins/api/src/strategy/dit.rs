@@ -9,7 +9,7 @@
 //! shape that does not depend on the depth.
 
 use crate::graph::Graph;
-use crate::info::Options;
+use crate::info::{OptionSpec, OptionType, Options};
 use crate::param::{Expr, LeafSpec, Parameterization};
 use crate::strategy::{Learngene, WeightSpec};
 use crate::tensors::{Tensor, Tensors};
@@ -88,7 +88,7 @@ pub fn push_own_leaf(
     leaves: &mut Vec<LeafSpec>,
     bindings: &mut BTreeMap<String, Expr>,
 ) {
-    leaves.push(LeafSpec { name: w.name.clone(), shape: w.shape.clone(), init: w.init.clone(), trainable });
+    leaves.push(LeafSpec::new(w.name.clone(), w.shape.clone(), w.init.clone(), trainable));
     bindings.insert(w.name.clone(), Expr::leaf(&w.name));
 }
 
@@ -171,6 +171,221 @@ pub fn inherited<'a>(lg: &'a Learngene, from: &str, w: &WeightSpec, target: &Gra
     Ok(t)
 }
 
+// ----------------------------------------------------------------------------
+// Per-layer tables: σ rows and block biases of a descendant from the ancestry's
+// ----------------------------------------------------------------------------
+
+/// How a descendant's per-layer rows (σ of one weight type, or one block bias)
+/// are made from the ancestry's (L, n) table, whatever the descendant's depth:
+/// the choices of FINE's Σ-init ablation plus two of ours.
+pub const DEPTH_RULES: [&str; 5] = ["stats", "random", "identical", "linear", "zero"];
+
+/// Prefix of the ancestry's block-bias tables in a learngene: `biases.{param}`
+/// (L, n) holds row l = `blocks.{l}.{param}`.
+pub const BIAS_TABLE: &str = "biases.";
+
+/// The rows of an (L, n) table.
+pub fn table_rows(t: &Tensor) -> Result<Vec<&[f32]>> {
+    match t.shape[..] {
+        [l, n] if l > 0 => Ok((0..l).map(|i| &t.data[i * n..(i + 1) * n]).collect()),
+        _ => bail!("a per-layer table must be (L, n) with L ≥ 1, got {:?}", t.shape),
+    }
+}
+
+/// `depth` rows (flattened, depth × n) from the ancestry's (L, n) table `anc` by `rule`:
+///
+/// * `stats` — every value drawn from N(μ_k, s_k²), μ_k and s_k the mean and
+///   standard deviation of column k over the ancestry's layers: random, but
+///   with each component's sign and scale as the ancestry learned them;
+/// * `random` — N(0, ρ²) with ρ the RMS of the whole table: random signs;
+/// * `identical` — the mean row for every layer;
+/// * `linear` — row l interpolated linearly at relative depth l/(depth−1) of the
+///   ancestry's rows (so depth L gives the ancestry's rows back exactly);
+/// * `zero` — zeros.
+pub fn depth_rows(rule: &str, anc: &Tensor, depth: usize, rng: &mut impl rand::Rng) -> Result<Vec<f32>> {
+    use rand_distr::Distribution;
+    let rs = table_rows(anc)?;
+    let (la, n) = (rs.len(), anc.shape[1]);
+    let normal = |m: f64, sd: f64| rand_distr::Normal::new(m, sd.max(0.0)).map_err(|e| anyhow!("{e}"));
+    let mean: Vec<f64> = (0..n).map(|k| rs.iter().map(|row| row[k] as f64).sum::<f64>() / la as f64).collect();
+    let mut out = Vec::with_capacity(depth * n);
+    match rule {
+        "stats" => {
+            let sd: Vec<f64> = (0..n)
+                .map(|k| (rs.iter().map(|row| (row[k] as f64 - mean[k]).powi(2)).sum::<f64>() / la as f64).sqrt())
+                .collect();
+            let dists = (0..n).map(|k| normal(mean[k], sd[k])).collect::<Result<Vec<_>>>()?;
+            for _ in 0..depth {
+                out.extend(dists.iter().map(|d| d.sample(rng) as f32));
+            }
+        }
+        "random" => {
+            let rms = (anc.data.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / anc.data.len() as f64).sqrt();
+            let d = normal(0.0, rms)?;
+            out.extend((0..depth * n).map(|_| d.sample(rng) as f32));
+        }
+        "identical" => (0..depth).for_each(|_| out.extend(mean.iter().map(|&m| m as f32))),
+        "linear" => {
+            for l in 0..depth {
+                let p = if depth == 1 { 0.0 } else { l as f64 * (la - 1) as f64 / (depth - 1) as f64 };
+                let (i, f) = (p.floor() as usize, (p - p.floor()) as f32);
+                let j = (i + 1).min(la - 1);
+                out.extend((0..n).map(|k| (1.0 - f) * rs[i][k] + f * rs[j][k]));
+            }
+        }
+        "zero" => out.resize(depth * n, 0.0),
+        m => bail!("unknown depth rule `{m}` (one of {})", DEPTH_RULES.join(", ")),
+    }
+    Ok(out)
+}
+
+/// The phase-2 options FINE and its ablations share (`sigma_init`,
+/// `bias_init`, `sigma_lr_scale`, `sigma_steps`), read and checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SigmaPhase {
+    /// σ rule ([`SigmaPhase::SIGMA_INITS`] or one of the strategy's own).
+    pub sigma_init: String,
+    /// Bias rule ([`depth_rows`]), `same` already resolved.
+    pub bias_init: String,
+    /// Learning-rate scale of every leaf trained in the phase.
+    pub lr_scale: f32,
+    /// Steps of the phase.
+    pub steps: usize,
+}
+
+impl SigmaPhase {
+    /// The σ-inits every σ-phase strategy offers (FINE's Σ-init ablation plus `stats`).
+    pub const SIGMA_INITS: [&'static str; 4] = ["stats", "random", "identical", "linear"];
+
+    /// The options, with `extra` σ-inits of the strategy's own after the shared ones.
+    pub fn options(extra: &[&str]) -> Vec<OptionSpec> {
+        let inits = Self::SIGMA_INITS.iter().chain(extra).map(|m| m.to_string()).collect();
+        let biases = ["same", "stats", "identical", "linear", "zero"].iter().map(|m| m.to_string()).collect();
+        vec![
+            OptionSpec::new(
+                "sigma_init",
+                OptionType::Choice(inits),
+                "\"stats\"",
+                "initial σ of a descendant's layers (stats: per component N(mean, std²) of the ancestry's σ; \
+                 random: N(0, RMS²), random signs, σ_ada = 0; identical: mean row; linear: by relative depth)",
+            ),
+            OptionSpec::new(
+                "bias_init",
+                OptionType::Choice(biases),
+                "\"linear\"",
+                "initial block biases from the ancestry's by depth (same: the sigma_init rule; zero: DiT's init)",
+            ),
+            OptionSpec::new(
+                "sigma_lr_scale",
+                OptionType::Float,
+                "30.0",
+                "learning rate of σ and biases in the σ phase, as a multiple of the run's",
+            ),
+            OptionSpec::new(
+                "sigma_steps",
+                OptionType::Int,
+                "300",
+                "steps of σ-and-bias training (the σ phase); 0 keeps the initial σ",
+            ),
+        ]
+    }
+
+    /// Reads and checks the options (`extra` as given to [`SigmaPhase::options`]).
+    pub fn from_options(opts: &Options, extra: &[&str]) -> Result<Self> {
+        let sigma_init = opts.text("sigma_init")?.to_string();
+        if !Self::SIGMA_INITS.contains(&sigma_init.as_str()) && !extra.contains(&sigma_init.as_str()) {
+            bail!("unknown sigma_init `{sigma_init}`");
+        }
+        let bias_init = match opts.text("bias_init")? {
+            "same" if sigma_init == "random" || !DEPTH_RULES.contains(&sigma_init.as_str()) => "zero".to_string(),
+            "same" => sigma_init.clone(),
+            m => m.to_string(),
+        };
+        let lr_scale = opts.float("sigma_lr_scale")?;
+        if !(lr_scale.is_finite() && lr_scale > 0.0 && lr_scale < f32::MAX as f64) {
+            bail!("option sigma_lr_scale must be finite and positive, got {lr_scale}");
+        }
+        Ok(Self { sigma_init, bias_init, lr_scale: lr_scale as f32, steps: opts.int("sigma_steps")? })
+    }
+
+    /// σ rows of weight type `t` for `depth` layers from the ancestry's table
+    /// ([`depth_rows`]); `random` keeps adaLN-Zero: σ_ada = 0, as a fresh DiT
+    /// block's modulation.
+    pub fn sigma_rows(&self, t: &str, anc: &Tensor, depth: usize, rng: &mut impl rand::Rng) -> Result<Vec<f32>> {
+        let rule = if self.sigma_init == "random" && t == "ada" { "zero" } else { self.sigma_init.as_str() };
+        depth_rows(rule, anc, depth, rng)
+    }
+
+    /// Sets the phase's learning-rate scale on every trainable leaf of `spec`.
+    pub fn scale_lr(&self, spec: &mut Parameterization) {
+        spec.leaves.iter_mut().filter(|l| l.trainable).for_each(|l| l.lr_scale = self.lr_scale);
+    }
+}
+
+/// The ancestry's block biases as tables `biases.{param}` (L, n), from its
+/// trained leaves (a plain or factorized ancestry: biases are their own leaves).
+pub fn bias_tables(leaves: &Tensors, depth: usize) -> Result<Tensors> {
+    let params: Vec<String> = leaves
+        .keys()
+        .filter_map(|n| match block_of(n) {
+            Some((0, p)) if p.ends_with(".bias") => Some(p.to_string()),
+            _ => None,
+        })
+        .collect();
+    let mut out = Tensors::new();
+    for p in params {
+        let mut data = Vec::new();
+        let mut width = 0;
+        for l in 0..depth {
+            let name = format!("blocks.{l}.{p}");
+            let t = leaves.get(&name).ok_or_else(|| anyhow!("the ancestry has no leaf `{name}`"))?;
+            width = t.data.len();
+            data.extend_from_slice(&t.data);
+        }
+        out.insert(format!("{BIAS_TABLE}{p}"), Tensor::new(vec![depth, width], data)?);
+    }
+    Ok(out)
+}
+
+/// Start values of a descendant's block biases (`weights` of a `depth`-block
+/// target) from the learngene's `biases.*` tables by `rule` ([`depth_rows`]);
+/// `rule` `zero` needs no table (DiT's own init).
+pub fn descendant_biases(
+    lg: &Learngene,
+    weights: &[WeightSpec],
+    depth: usize,
+    rule: &str,
+    rng: &mut impl rand::Rng,
+) -> Result<Tensors> {
+    let mut out = Tensors::new();
+    let params: Vec<&str> = weights
+        .iter()
+        .filter_map(|w| match block_of(&w.name) {
+            Some((0, p)) if p.ends_with(".bias") => Some(p),
+            _ => None,
+        })
+        .collect();
+    for p in params {
+        let name = format!("{BIAS_TABLE}{p}");
+        let table = match (rule, lg.tensors.get(&name)) {
+            ("zero", _) => continue,
+            (_, Some(t)) => t,
+            (_, None) => bail!("the learngene lacks `{name}` (made before biases were inherited?): use bias_init=zero"),
+        };
+        let n = table.shape.get(1).copied().unwrap_or(0);
+        let rows = depth_rows(rule, table, depth, rng).with_context(|| format!("biases of `{p}`"))?;
+        for l in 0..depth {
+            let w = format!("blocks.{l}.{p}");
+            let want: usize = weights.iter().find(|x| x.name == w).map(|x| x.shape.iter().product()).unwrap_or(0);
+            if want != n {
+                bail!("the learngene's `{name}` has rows of {n} values, `{w}` needs {want}");
+            }
+            out.insert(w.clone(), Tensor::new(vec![n], rows[l * n..(l + 1) * n].to_vec())?);
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,5 +398,66 @@ mod tests {
         assert!(is_depth_independent("y_embedder.embedding_table.weight") && !is_depth_independent("blocks.0.mlp"));
         assert_eq!(type_of("mlp.fc2.weight"), Some("fc2"));
         assert_eq!(type_of("mlp.fc2.bias"), None);
+    }
+
+    fn table() -> Tensor {
+        // 3 layers, 2 columns.
+        Tensor::new(vec![3, 2], vec![1.0, -2.0, 3.0, -4.0, 5.0, -6.0]).unwrap()
+    }
+
+    #[test]
+    fn depth_rules() {
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let mut rows = |rule: &str, d: usize| depth_rows(rule, &table(), d, &mut rng).unwrap();
+        assert_eq!(rows("identical", 2), [3.0, -4.0, 3.0, -4.0]);
+        // 5 layers over 3 ancestry rows: positions 0, 0.5, 1, 1.5, 2.
+        assert_eq!(rows("linear", 5), [1.0, -2.0, 2.0, -3.0, 3.0, -4.0, 4.0, -5.0, 5.0, -6.0]);
+        assert_eq!(rows("linear", 3), table().data, "linear at the ancestry's depth is the ancestry");
+        assert_eq!(rows("linear", 1), [1.0, -2.0]);
+        assert_eq!(rows("zero", 2), [0.0; 4]);
+        // stats: column means 3, −4 and std √(8/3) ≈ 1.63; 2000 draws keep sign and scale.
+        let s = rows("stats", 2000);
+        let col = |k: usize| s.iter().skip(k).step_by(2).map(|&v| v as f64).collect::<Vec<_>>();
+        for (k, m) in [(0, 3.0), (1, -4.0)] {
+            let c = col(k);
+            let mean = c.iter().sum::<f64>() / c.len() as f64;
+            let sd = (c.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / c.len() as f64).sqrt();
+            assert!((mean - m).abs() < 0.1 && (sd - (8.0f64 / 3.0).sqrt()).abs() < 0.1, "column {k}: {mean} ± {sd}");
+        }
+        // random: mean 0 (random signs), RMS of the table √(91/6) ≈ 3.89.
+        let r = rows("random", 2000);
+        let pos = r.iter().step_by(2).filter(|v| **v > 0.0).count();
+        assert!((800..1200).contains(&pos), "{pos} of 1000 positive");
+        let rms = (r.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / r.len() as f64).sqrt();
+        assert!((rms - (91.0f64 / 6.0).sqrt()).abs() < 0.2, "rms {rms}");
+        assert!(depth_rows("cubic", &table(), 2, &mut rng).is_err());
+    }
+
+    #[test]
+    fn sigma_phase() {
+        use crate::info::{PluginInfo, PluginKind};
+        use rand::SeedableRng;
+        let info = PluginInfo {
+            name: "t".into(),
+            kind: PluginKind::Strategy,
+            version: "0".into(),
+            description: String::new(),
+            options: SigmaPhase::options(&["nearest"]),
+        };
+        let phase = |o: &str| SigmaPhase::from_options(&Options::parse(&info, o).unwrap(), &["nearest"]);
+        let p = phase("").unwrap();
+        assert_eq!((p.sigma_init.as_str(), p.bias_init.as_str(), p.lr_scale, p.steps), ("stats", "linear", 30.0, 300));
+        assert_eq!(phase("sigma_init=random,bias_init=same").unwrap().bias_init, "zero");
+        assert_eq!(phase("sigma_init=nearest,bias_init=same").unwrap().bias_init, "zero");
+        assert_eq!(phase("sigma_init=identical,bias_init=same").unwrap().bias_init, "identical");
+        for bad in ["sigma_lr_scale=0", "sigma_lr_scale=-1", "sigma_lr_scale=1e39"] {
+            let e = phase(bad).unwrap_err();
+            assert!(format!("{e}").contains("sigma_lr_scale"), "{bad}: {e}");
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let p = phase("sigma_init=random").unwrap();
+        assert_eq!(p.sigma_rows("ada", &table(), 2, &mut rng).unwrap(), [0.0; 4], "adaLN-Zero kept");
+        assert!(p.sigma_rows("qkv", &table(), 2, &mut rng).unwrap().iter().all(|v| *v != 0.0));
     }
 }
