@@ -274,6 +274,19 @@ fn print_storage(lg: &fine_plugin_api::Learngene) {
     );
 }
 
+/// Strategy options `text` for a run seeded with `seed`: a strategy with a
+/// `seed` option (its own random draws, e.g. FINE's σ-init) gets the run's
+/// seed unless `text` sets it.
+pub fn seeded_options(info: &fine_plugin_api::PluginInfo, text: &str, seed: u64) -> Result<Options> {
+    let given = Options::parse(info, text)?;
+    let has_seed = info.options.iter().any(|o| o.name == "seed");
+    if !has_seed || text.contains("seed") || text.trim_start().starts_with('{') {
+        return Ok(given);
+    }
+    let sep = if text.trim().is_empty() { "" } else { "," };
+    Options::parse(info, &format!("{text}{sep}seed={seed}"))
+}
+
 /// Options of `fine init`.
 #[derive(Args, Debug)]
 pub struct InitArgs {
@@ -321,7 +334,6 @@ fn init_on<D: Backend>(a: InitArgs, reg: &Registry, dev: D) -> Result<()> {
         .strategy(&lg.strategy)
         .with_context(|| format!("learngene {} needs its strategy", a.learngene.display()))?;
     let info = strategy.info();
-    let opts = Options::parse(&info, &a.strategy_opts)?;
     let target = graph::load::from_file(&a.graph)?;
     let dir = RunDir(a.out.clone());
     if run::has_run(&a.out) {
@@ -329,6 +341,7 @@ fn init_on<D: Backend>(a: InitArgs, reg: &Registry, dev: D) -> Result<()> {
     }
     let mut cfg = a.config.as_deref().map(load_config).transpose()?.unwrap_or_default();
     a.over.apply(&mut cfg)?;
+    let opts = seeded_options(&info, &a.strategy_opts, cfg.seed).context("--strategy-opts")?;
     let t0 = Instant::now();
     let probe_data = || fine_core::data::load(&cfg.data, fine_core::data::Split::Train);
     let (dit, desc) = st::build_descendant(strategy, &lg, &target, &opts, probe_data, cfg.seed)

@@ -262,17 +262,9 @@ fn phase_config(p: &config::Phase, data: &str, seed: u64, steps: usize) -> Train
     }
 }
 
-/// A row's descendant options for one seed: a strategy with a `seed` option
-/// (its random draws, e.g. FINE's σ-init) gets the run's seed unless the row sets it.
+/// A row's descendant options for one seed (see [`crate::learngene::seeded_options`]).
 fn seeded_options(s: &dyn Strategy, row: &Row, seed: u64) -> Result<Options> {
-    let info = s.info();
-    let given = Options::parse(&info, &row.opts)?;
-    let has_seed = info.options.iter().any(|o| o.name == "seed");
-    if !has_seed || row.opts.contains("seed") || row.opts.trim_start().starts_with('{') {
-        return Ok(given);
-    }
-    let sep = if row.opts.trim().is_empty() { "" } else { "," };
-    Options::parse(&info, &format!("{}{sep}seed={seed}", row.opts))
+    crate::learngene::seeded_options(&s.info(), &row.opts, seed)
 }
 
 /// Pre-trains (or finds in the cache) the ancestry of a row; returns its
