@@ -130,3 +130,49 @@ impl TrainConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Linear warmup then cosine decay, against values computed independently:
+    ///
+    /// ```python
+    /// import math
+    /// lr, mn, w, T = 1e-3, 1e-5, 10, 110
+    /// def f(s):
+    ///     if s < w: return lr * (s + 1) / w
+    ///     p = min((s - w) / (T - w), 1.0)
+    ///     return mn + 0.5 * (lr - mn) * (1 + math.cos(math.pi * p))
+    /// for s in [0, 4, 9, 10, 35, 60, 85, 109, 110, 500]: print(s, repr(f(s)))
+    /// ```
+    #[test]
+    fn lr_schedule_matches_reference_values() {
+        let cfg = TrainConfig {
+            lr: 1e-3,
+            warmup: 10,
+            steps: 110,
+            lr_schedule: LrSchedule::Cosine { min_lr: 1e-5 },
+            ..TrainConfig::default()
+        };
+        let want = [
+            (0, 0.0001),
+            (4, 0.0005),
+            (9, 0.001),
+            (10, 0.001),
+            (35, 0.000855017856687341),
+            (60, 0.000505),
+            (85, 0.000154982143312659),
+            (109, 1.0244252618962858e-05),
+            (110, 1e-05),
+            (500, 1e-05),
+        ];
+        for (s, w) in want {
+            let got = cfg.lr_at(s);
+            assert!((got - w).abs() <= 1e-12 * w, "step {s}: {got} vs {w}");
+        }
+        let constant = TrainConfig { lr: 2e-3, warmup: 4, ..TrainConfig::default() };
+        let got: Vec<f64> = [0, 1, 3, 4, 999].iter().map(|&s| constant.lr_at(s)).collect();
+        assert_eq!(got, [5e-4, 1e-3, 2e-3, 2e-3, 2e-3]);
+    }
+}
