@@ -377,6 +377,35 @@ mod tests {
         num / den.max(1e-12)
     }
 
+    /// A leaf's `lr_scale` multiplies the run's learning rate: a run at lr/4 whose
+    /// leaves all have scale 4 takes the same steps as a run at lr (host and device
+    /// optimizer), while scale 1 at lr/4 does not.
+    #[test]
+    fn lr_scale_multiplies_the_learning_rate() {
+        let g = crate::graph::from_file(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../graphs/fmnist-tiny.ron"
+        )))
+        .unwrap();
+        let cfg = TrainConfig { data: "synthetic".into(), batch: 4, lr: 2e-3, weight_decay: 0.01, ..Default::default() };
+        let run = |lr: f64, scale: f32, device: bool| {
+            let dit = Dit::new(&g);
+            let mut spec = dit.plain_parameterization();
+            spec.leaves.iter_mut().for_each(|l| l.lr_scale = scale);
+            let mut t = Trainer::new(CpuDevice::default(), &g, TrainConfig { lr, ..cfg.clone() }, Some(spec)).unwrap();
+            t.set_device_step(device);
+            for _ in 0..3 {
+                t.train_step().unwrap();
+            }
+            t.checkpoint().params
+        };
+        for device in [false, true] {
+            let base = run(2e-3, 1.0, device);
+            assert!(rel(&base, &run(5e-4, 4.0, device)) < 1e-6, "device step {device}");
+            assert!(rel(&base, &run(5e-4, 1.0, device)) > 1e-4, "device step {device}: the check is vacuous");
+        }
+    }
+
     /// The device optimizer (run here on the CPU) takes the same steps as the
     /// host one: weights, both moments and the EMA after 4 steps with clipping
     /// active and weight decay, then one more after switching back to the host.

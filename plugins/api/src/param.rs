@@ -240,3 +240,23 @@ impl Parameterization {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `lr_scale` defaults to 1 in specs written without it and must be finite and positive.
+    #[test]
+    fn lr_scale_default_and_checks() {
+        let old = "(name: \"w\", shape: [2], init: Zeros, trainable: true)";
+        assert_eq!(ron::from_str::<LeafSpec>(old).unwrap().lr_scale, 1.0);
+        let w = [("w".to_string(), vec![2])];
+        let mut p = Parameterization::plain(&[("w".into(), vec![2], Init::Zeros)]);
+        p.validate(&w).unwrap();
+        for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+            p.leaves[0].lr_scale = bad;
+            let e = p.validate(&w).unwrap_err().to_string();
+            assert!(e.contains("`w`: lr_scale must be finite and positive"), "{bad}: {e}");
+        }
+    }
+}
