@@ -227,4 +227,17 @@ fn fine_sigma_phase_finds_the_ancestry_again() {
     let (linear, _) = init("linear3", s(&g3), &["--strategy-opts", "sigma_init=linear", "--init-steps", "0"]);
     let (_, after3) = init("default3", s(&g3), &[]);
     assert!(after3 <= linear, "depth 3: after the σ phase {after3:.5}, linear untrained {linear:.5}");
+    // Bad σ-phase options are errors naming the option.
+    for (opts, what) in [
+        ("sigma_lr_scale=0", "sigma_lr_scale"),
+        ("sigma_lr_scale=-2", "sigma_lr_scale"),
+        ("sigma_init=cubic", "sigma_init"),
+        ("bias_init=cubic", "bias_init"),
+        ("rank_qkv=8", "rank_qkv = 8, but the learngene was made at rank 32"),
+    ] {
+        let out = d.path().join("bad");
+        let (good, err) = run(&["init", "--learngene", s(&lg), "--graph", s(&g3), "--out", s(&out), "--strategy-opts", opts]);
+        assert!(!good && err.contains(what) && !err.contains("panicked"), "{opts}: {err}");
+        assert!(!out.join("checkpoint.safetensors").exists(), "{opts}: wrote a model");
+    }
 }
