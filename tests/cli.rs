@@ -265,6 +265,37 @@ fn bad_checkpoints_and_runs_are_refused_without_damage() {
     assert!(fails(&["train", "--resume", s(&d.path().join("none"))]).contains("none"));
 }
 
+/// A run whose weights become non-finite stops with the step named and keeps the last good
+/// checkpoint; non-finite settings are refused before training; sampling never writes over
+/// the run's own files; non-finite samples are an error, not a blank grid.
+#[test]
+fn non_finite_runs_stop_and_keep_the_last_good_checkpoint() {
+    let d = tempfile::tempdir().unwrap();
+    let run = d.path().join("r");
+    ok(&["train", "--graph", TINY, "--out", s(&run), "--steps", "2", "--batch", "8", "--ckpt-every", "1"]);
+    let good = std::fs::read(run.join("checkpoint.safetensors")).unwrap();
+    // Training on from it at a learning rate beyond f32: the first update overflows while the
+    // loss before it was finite; nothing is written.
+    let cfg = d.path().join("huge.ron");
+    std::fs::write(&cfg, "(lr: 1e39, steps: 4, batch: 8, ckpt_every: 1, grad_clip: None)").unwrap();
+    let big = d.path().join("big");
+    let e = fails(&["train", "--from", s(&run), "--out", s(&big), "--config", s(&cfg)]);
+    assert!(e.contains("became non-finite by step 1") && e.contains("no checkpoint was written"), "{e}");
+    assert!(!big.join("checkpoint.safetensors").exists());
+    assert_eq!(std::fs::read(run.join("checkpoint.safetensors")).unwrap(), good, "the good run was touched");
+    for (flag, value) in [("--cosine-min-lr", "nan"), ("--grad-clip", "nan"), ("--lr", "inf"), ("--lr", "nan")] {
+        let e = fails(&["train", "--graph", TINY, "--out", s(&d.path().join("x")), "--steps", "2", flag, value]);
+        let named = if flag == "--cosine-min-lr" { "min_lr" } else { flag.trim_start_matches("--").split('-').next().unwrap() };
+        assert!(e.contains(named), "{flag} {value}: {e}");
+        assert!(!d.path().join("x").join("checkpoint.safetensors").exists());
+    }
+    let e = fails(&["sample", "--run", s(&run), "--n", "2", "--out", s(&run.join("checkpoint.safetensors"))]);
+    assert!(e.contains("--out") && e.contains("overwrite the run's own checkpoint.safetensors"), "{e}");
+    assert_eq!(std::fs::read(run.join("checkpoint.safetensors")).unwrap(), good);
+    let e = fails(&["sample", "--run", s(&run), "--n", "2", "--out", s(&d.path().join("g.png")), "--cfg", "nan"]);
+    assert!(e.contains("--cfg must be finite"), "{e}");
+}
+
 #[test]
 fn bad_data_and_configs_are_clear_errors() {
     let d = tempfile::tempdir().unwrap();

@@ -120,6 +120,7 @@ pub enum LearngeneCmd {
 pub fn learngene(cmd: LearngeneCmd, reg: &Registry) -> Result<()> {
     match cmd {
         LearngeneCmd::Extract { run, out, no_ema } => {
+            fine_core::util::fsx::refuse_run_file(&out, &run, "--out")?;
             let ck = Checkpoint::load(&RunDir(run.clone()).checkpoint())?;
             let lg = extract(&ck, &run, no_ema, reg)?;
             save_learngene(&out, &lg)?;

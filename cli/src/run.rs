@@ -114,7 +114,19 @@ pub fn train_loop<D: Backend>(t: &mut Trainer<D>, dir: &RunDir, until: usize, la
         }
         if s.step % t.cfg.ckpt_every == 0 || t.step == until {
             metrics.flush()?;
-            t.checkpoint().save(&dir.checkpoint())?;
+            let ck = t.checkpoint();
+            if let Some(name) = ck.first_non_finite() {
+                let kept = match fine_core::checkpoint::Checkpoint::load(&dir.checkpoint()) {
+                    Ok(old) => format!("the checkpoint of step {} is kept", old.step),
+                    Err(_) => "no checkpoint was written".to_string(),
+                };
+                anyhow::bail!(
+                    "`{name}` became non-finite by step {} (learning rate {}): {kept}; lower the learning rate",
+                    s.step,
+                    s.lr
+                );
+            }
+            ck.save(&dir.checkpoint())?;
         }
     }
     bar.finish();

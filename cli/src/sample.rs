@@ -92,6 +92,10 @@ pub fn run(a: SampleArgs, reg: &Registry) -> Result<()> {
     if a.n == 0 {
         bail!("--n must be at least 1");
     }
+    if !a.cfg.is_finite() {
+        bail!("--cfg must be finite, got {}", a.cfg);
+    }
+    fine_core::util::fsx::refuse_run_file(&a.out, &a.run, "--out")?;
     let ck = Checkpoint::load(&RunDir(a.run.clone()).checkpoint())?;
     let (x, _) = sample_images(&ck, &a, reg)?;
     let i = &ck.graph.input;

@@ -97,6 +97,9 @@ impl Overrides {
             cfg.lr_schedule = LrSchedule::Cosine { min_lr: m };
         }
         if let Some(c) = self.grad_clip {
+            if c.is_nan() {
+                anyhow::bail!("--grad-clip must be a number (0 disables clipping), got {c}");
+            }
             cfg.grad_clip = (c > 0.0).then_some(c);
         }
         if let Some(b) = &self.beta_schedule {

@@ -50,6 +50,15 @@ fn to_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 impl Checkpoint {
+    /// The first tensor (weights, EMA or moments, as `params.NAME`, `ema.NAME`, …)
+    /// holding a value that is not finite; `None` when every value is.
+    pub fn first_non_finite(&self) -> Option<String> {
+        let maps = [("params", &self.params), ("ema", &self.ema), ("adam_m", &self.adam_m), ("adam_v", &self.adam_v)];
+        maps.iter().find_map(|(what, m)| {
+            m.iter().find(|(_, v)| v.iter().any(|x| !x.is_finite())).map(|(n, _)| format!("{what}.{n}"))
+        })
+    }
+
     /// Serializes to safetensors bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let shapes = self.spec.leaf_shapes();

@@ -80,7 +80,11 @@ pub fn generate(
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let x: Vec<f32> = (0..n_values).map(|_| rng.sample(rand_distr::StandardNormal)).collect();
     let ctx = SamplerContext { alphas_cumprod: &sched.alphas_cumprod, steps, clip_denoised };
-    sampler.sample(&ctx, opts, x, eps, seed.wrapping_add(1))
+    let out = sampler.sample(&ctx, opts, x, eps, seed.wrapping_add(1))?;
+    if let Some(i) = out.iter().position(|v| !v.is_finite()) {
+        bail!("sampling gave a non-finite value ({} at index {i}): the model's weights or the guidance scale are not usable", out[i]);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -104,7 +104,7 @@ impl TrainConfig {
             e.push("batch must be at least 1".to_string());
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
-            e.push(format!("lr must be positive, got {}", self.lr));
+            e.push(format!("lr must be positive and finite, got {}", self.lr));
         }
         if !(0.0..1.0).contains(&self.ema_decay) {
             e.push(format!("ema_decay must be in [0, 1), got {}", self.ema_decay));
@@ -119,9 +119,20 @@ impl TrainConfig {
             e.push("ckpt_every must be at least 1".into());
         }
         if let Some(c) = self.grad_clip {
-            if !(c > 0.0) {
-                e.push(format!("grad_clip must be positive, got {c}"));
+            if !(c > 0.0 && c.is_finite()) {
+                e.push(format!("grad_clip must be positive and finite, got {c}"));
             }
+        }
+        if let LrSchedule::Cosine { min_lr } = self.lr_schedule {
+            if !(min_lr >= 0.0 && min_lr.is_finite()) {
+                e.push(format!("the cosine schedule's min_lr must be finite and ≥ 0, got {min_lr}"));
+            }
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            e.push(format!("weight_decay must be finite and ≥ 0, got {}", self.weight_decay));
+        }
+        if !(self.adam_eps > 0.0 && self.adam_eps.is_finite()) {
+            e.push(format!("adam_eps must be finite and positive, got {}", self.adam_eps));
         }
         if e.is_empty() {
             Ok(())

@@ -74,6 +74,14 @@ fn check_finite(loss: f32, s: usize) -> Result<()> {
     Ok(())
 }
 
+/// The error for a gradient norm that is not finite at (0-based) step `s`.
+fn check_finite_norm(norm: f64, s: usize) -> Result<()> {
+    if !norm.is_finite() {
+        bail!("the gradient norm became {norm} at step {}: lower the learning rate", s + 1);
+    }
+    Ok(())
+}
+
 /// Every leaf's learning-rate scale ([`fine_plugin_api::LeafSpec::lr_scale`]).
 fn lr_scales(spec: &Parameterization) -> BTreeMap<String, f64> {
     spec.leaves.iter().map(|l| (l.name.clone(), l.lr_scale as f64)).collect()
@@ -108,6 +116,7 @@ impl<D: Backend> Trainer<D> {
 
     /// Resumes from a checkpoint (its own graph and config).
     pub fn from_checkpoint(dev: D, ck: Checkpoint) -> Result<Self> {
+        ck.train.validate().context("the checkpoint's stored training config")?;
         let dit = Dit::new(&ck.graph);
         ck.spec.validate(&dit.weight_shapes()).context("checkpoint parameterization does not fit its graph")?;
         let store = ParamStore::from_values(dev, ck.spec.clone(), ck.params)?;
@@ -270,6 +279,7 @@ impl<D: Backend> Trainer<D> {
         let (loss, mut grads) = loss::eps_mse_and_grads(&self.dit, &self.store, x_t, tf, y, target)?;
         check_finite(loss, self.step)?;
         let grad_norm = optim::global_norm(grads.values());
+        check_finite_norm(grad_norm, self.step)?;
         if let Some(c) = self.cfg.grad_clip {
             optim::clip(&mut grads, grad_norm, c);
         }
@@ -297,6 +307,7 @@ impl<D: Backend> Trainer<D> {
         drop(tape);
         check_finite(loss, self.step)?;
         let grad_norm = optim::device_global_norm(grads.values());
+        check_finite_norm(grad_norm, self.step)?;
         let scale = match self.cfg.grad_clip {
             Some(c) if c / (grad_norm + 1e-6) < 1.0 => (c / (grad_norm + 1e-6)) as f32, // as optim::clip
             _ => 1.0,

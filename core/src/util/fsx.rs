@@ -21,6 +21,7 @@ pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut std::fs::File) -> R
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating directory {}", dir.display()))?;
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    remove_stale_temps(&dir, &name);
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| -> Result<()> {
         let mut f =
@@ -33,7 +34,10 @@ pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut std::fs::File) -> R
         let _ = std::fs::remove_file(&tmp);
         return Err(e.context(format!("writing {}", path.display())));
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()));
+    }
     if let Ok(d) = std::fs::File::open(&dir) {
         let _ = d.sync_all();
     }
@@ -63,4 +67,62 @@ mod tests {
         write_atomic(&p, b"newer").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"newer");
     }
+
+    /// A temp file of a dead process is removed by the next write; the run's own files are refused as outputs.
+    #[test]
+    fn stale_temps_and_run_files() {
+        let d = tempfile::tempdir().unwrap();
+        let stale = d.path().join(".checkpoint.safetensors.4294967294.tmp");
+        std::fs::write(&stale, b"half").unwrap();
+        write_atomic(&d.path().join("checkpoint.safetensors"), b"new").unwrap();
+        if Path::new("/proc/self").exists() {
+            assert!(!stale.exists(), "the dead process's temp file is still there");
+        }
+        let e = refuse_run_file(&d.path().join("checkpoint.safetensors"), d.path(), "--out").unwrap_err();
+        assert!(e.to_string().contains("--out") && e.to_string().contains("checkpoint.safetensors"), "{e}");
+        refuse_run_file(&d.path().join("grid.png"), d.path(), "--out").unwrap();
+        let sub = d.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        refuse_run_file(&sub.join("checkpoint.safetensors"), d.path(), "--out").unwrap();
+    }
+}
+
+/// Removes `.{name}.{pid}.tmp` files in `dir` left by processes that no longer
+/// run (killed during a write). Only where a process's liveness can be read
+/// (`/proc`); elsewhere nothing is removed.
+fn remove_stale_temps(dir: &Path, name: &str) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let prefix = format!(".{name}.");
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().to_string();
+        let pid = file.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".tmp")).and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// The files a run folder keeps (checkpoint, configuration, metrics, loss plot).
+pub const RUN_FILES: [&str; 4] = ["checkpoint.safetensors", "run.ron", "metrics.jsonl", "loss.svg"];
+
+/// Refuses an output path `out` (flag `flag`) that is one of the run folder
+/// `run`'s own files: a command never overwrites the run it reads.
+pub fn refuse_run_file(out: &Path, run: &Path, flag: &str) -> Result<()> {
+    let Some(file) = out.file_name().map(|f| f.to_string_lossy().to_string()) else {
+        anyhow::bail!("{flag} {}: not a file path", out.display());
+    };
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let (Ok(a), Ok(b)) = (std::fs::canonicalize(&parent), std::fs::canonicalize(run)) else { return Ok(()) };
+    if a == b && RUN_FILES.contains(&file.as_str()) {
+        anyhow::bail!("{flag} {} would overwrite the run's own {file}; write it elsewhere", out.display());
+    }
+    Ok(())
 }
