@@ -285,7 +285,8 @@ fn non_finite_runs_stop_and_keep_the_last_good_checkpoint() {
     assert_eq!(std::fs::read(run.join("checkpoint.safetensors")).unwrap(), good, "the good run was touched");
     for (flag, value) in [("--cosine-min-lr", "nan"), ("--grad-clip", "nan"), ("--lr", "inf"), ("--lr", "nan")] {
         let e = fails(&["train", "--graph", TINY, "--out", s(&d.path().join("x")), "--steps", "2", flag, value]);
-        let named = if flag == "--cosine-min-lr" { "min_lr" } else { flag.trim_start_matches("--").split('-').next().unwrap() };
+        let named =
+            if flag == "--cosine-min-lr" { "min_lr" } else { flag.trim_start_matches("--").split('-').next().unwrap() };
         assert!(e.contains(named), "{flag} {value}: {e}");
         assert!(!d.path().join("x").join("checkpoint.safetensors").exists());
     }

@@ -205,8 +205,25 @@ fn fine_sigma_phase_finds_the_ancestry_again() {
     let d = tempfile::tempdir().unwrap();
     let (anc, lg) = (d.path().join("anc"), d.path().join("lg.safetensors"));
     ok(&[
-        "pretrain", "--strategy", "fine", "--graph", "graphs/fmnist-tiny.ron", "--out", s(&anc), "--steps", "300",
-        "--batch", "16", "--lr", "2e-3", "--warmup", "30", "--ema-decay", "0.99", "--heldout", "256",
+        "pretrain",
+        "--strategy",
+        "fine",
+        "--graph",
+        "graphs/fmnist-tiny.ron",
+        "--out",
+        s(&anc),
+        "--steps",
+        "300",
+        "--batch",
+        "16",
+        "--lr",
+        "2e-3",
+        "--warmup",
+        "30",
+        "--ema-decay",
+        "0.99",
+        "--heldout",
+        "256",
     ]);
     let ancestry = heldout(&anc.join("heldout.json"), "ema");
     ok(&["learngene", "extract", "--run", s(&anc), "--out", s(&lg)]);
@@ -221,8 +238,12 @@ fn fine_sigma_phase_finds_the_ancestry_again() {
     };
     let (_, after) = init("same-depth", "graphs/fmnist-tiny.ron", &[]);
     assert!(after <= 1.10 * ancestry, "after the σ phase {after:.5}, the ancestry {ancestry:.5}");
-    let (copy, _) = init("copy", "graphs/fmnist-tiny.ron", &["--strategy-opts", "sigma_init=linear", "--init-steps", "0"]);
-    assert!((copy - ancestry).abs() <= 1e-4 * ancestry, "the ancestry's σ and biases give {copy:.6}, not {ancestry:.6}");
+    let (copy, _) =
+        init("copy", "graphs/fmnist-tiny.ron", &["--strategy-opts", "sigma_init=linear", "--init-steps", "0"]);
+    assert!(
+        (copy - ancestry).abs() <= 1e-4 * ancestry,
+        "the ancestry's σ and biases give {copy:.6}, not {ancestry:.6}"
+    );
     let g3 = graph_with(d.path(), "d3", 3, 32);
     let (linear, _) = init("linear3", s(&g3), &["--strategy-opts", "sigma_init=linear", "--init-steps", "0"]);
     let (_, after3) = init("default3", s(&g3), &[]);
@@ -236,7 +257,8 @@ fn fine_sigma_phase_finds_the_ancestry_again() {
         ("rank_qkv=8", "rank_qkv = 8, but the learngene was made at rank 32"),
     ] {
         let out = d.path().join("bad");
-        let (good, err) = run(&["init", "--learngene", s(&lg), "--graph", s(&g3), "--out", s(&out), "--strategy-opts", opts]);
+        let (good, err) =
+            run(&["init", "--learngene", s(&lg), "--graph", s(&g3), "--out", s(&out), "--strategy-opts", opts]);
         assert!(!good && err.contains(what) && !err.contains("panicked"), "{opts}: {err}");
         assert!(!out.join("checkpoint.safetensors").exists(), "{opts}: wrote a model");
     }

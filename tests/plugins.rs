@@ -176,4 +176,37 @@ fn broken_and_mismatched_libraries_are_refused() {
     let o = fine(&["plugins", "list"], &[("FINE_PLUGIN_PATH", "/no/such/dir")]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("FINE_PLUGIN_PATH"));
+    // A truncated library is refused before the loader maps it (no SIGBUS).
+    let bytes = std::fs::read(&none).unwrap();
+    let cut = d.path().join("libcut.so");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let e = fails(&["--plugin", s(&cut), "plugins", "list"]);
+    assert!(e.contains("libcut.so") && e.contains("truncated"), "{e}");
+    // From the working directory `d`, in a process whose commands run there.
+    let in_d = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_fine"));
+        c.args(args).current_dir(d.path()).env_remove("FINE_PLUGIN_PATH").env_remove("XDG_DATA_HOME");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    // A bare file name is the file in the working directory, never the system library search:
+    // LD_LIBRARY_PATH holds a `libnone.so` of ABI 999, the working directory the symbol-less one.
+    let other = d.path().join("ld");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::copy(&bad, other.join("libnone.so")).unwrap();
+    let o = in_d(&["--plugin", "libnone.so", "plugins", "list"], &[("LD_LIBRARY_PATH", s(&other))]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("is not a fine plugin") && !e.contains("999"), "{e}");
+    // An empty HOME or a relative XDG_DATA_HOME never makes the working directory the per-user folder.
+    for user in ["fine/plugins", ".local/share/fine/plugins"] {
+        std::fs::create_dir_all(d.path().join(user)).unwrap();
+        std::fs::copy(&junk, d.path().join(user).join("libjunk.so")).unwrap();
+    }
+    for env in [[("HOME", ""), ("XDG_DATA_HOME", ".")], [("HOME", "."), ("XDG_DATA_HOME", "")]] {
+        let o = in_d(&["plugins", "list"], &env);
+        let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success() && !out.contains("libjunk"), "{env:?}: {out}");
+    }
 }

@@ -147,9 +147,8 @@ fn run_on<D: Backend>(a: BenchLearngeneArgs, reg: &Registry, dev: D) -> Result<(
     }
     score::check(&cfg, &sizes, reg).with_context(|| format!("{}: eval", a.config.display()))?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let sizes_of = |r: &Row| -> Vec<&Graph> {
-        sizes.iter().filter(|g| r.sizes.is_empty() || r.sizes.contains(&g.name)).collect()
-    };
+    let sizes_of =
+        |r: &Row| -> Vec<&Graph> { sizes.iter().filter(|g| r.sizes.is_empty() || r.sizes.contains(&g.name)).collect() };
     let total_runs: usize = rows.iter().map(|p| sizes_of(&p.row).len()).sum::<usize>() * cfg.seeds.len();
     eprintln!(
         "bench `{}`: {} rows × up to {} sizes × {} seeds = {total_runs} descendant runs → {}",
@@ -306,11 +305,15 @@ fn ancestry<D: Backend>(
         )
     };
     let spec = s.ancestry(g, &st::weights_of(&Dit::new(g)), &opts)?;
-    let run_key =
-        format!("spec: {}
+    let run_key = format!(
+        "spec: {}
 train: {}
 graph: {}
-", ron::to_string(&spec)?, ron::to_string(&tcfg)?, graph::load::to_ron(g));
+",
+        ron::to_string(&spec)?,
+        ron::to_string(&tcfg)?,
+        graph::load::to_ron(g)
+    );
     let key = format!(
         "strategy: {} {}
 options: {}
@@ -373,7 +376,13 @@ weights: {:?}
     let lg = match lg {
         Some(lg) => lg,
         None => {
-            let lg = crate::learngene::extract_with(&t.checkpoint(), &run_dir, a.weights == config::Weights::Live, s, &opts)?;
+            let lg = crate::learngene::extract_with(
+                &t.checkpoint(),
+                &run_dir,
+                a.weights == config::Weights::Live,
+                s,
+                &opts,
+            )?;
             save_learngene(&lg_path, &lg)?;
             lg
         }

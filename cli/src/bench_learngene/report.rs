@@ -46,7 +46,11 @@ impl Column {
 fn columns(cfg: &BenchConfig) -> Vec<Column> {
     let mut c = vec![Column { title: cfg.eval.metric.title().into(), digits: 4, end: None }];
     for m in &cfg.eval.end {
-        c.push(Column { title: format!("{} (N = {})", m.title(), cfg.eval.end_n), digits: 2, end: Some(m.title().into()) });
+        c.push(Column {
+            title: format!("{} (N = {})", m.title(), cfg.eval.end_n),
+            digits: 2,
+            end: Some(m.title().into()),
+        });
     }
     c
 }
@@ -63,7 +67,12 @@ fn cell(v: &[f64], seeds: usize, digits: usize) -> String {
 
 /// Per-seed differences `a − b` (seeds both have), as a markdown cell:
 /// mean ± std, how many are negative (a lower), and each difference.
-pub fn paired_cell(a: &[&RunResult], b: &[&RunResult], col_of: impl Fn(&RunResult) -> Option<f64>, digits: usize) -> String {
+pub fn paired_cell(
+    a: &[&RunResult],
+    b: &[&RunResult],
+    col_of: impl Fn(&RunResult) -> Option<f64>,
+    digits: usize,
+) -> String {
     let mut d = Vec::new();
     for ra in a {
         if let Some(rb) = b.iter().find(|rb| rb.seed == ra.seed) {

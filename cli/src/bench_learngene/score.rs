@@ -126,8 +126,14 @@ impl<'a> Scorer<'a> {
         }
         let images = self.sample(t, n)?;
         let g = &t.dit.graph.input;
-        let src =
-            ImageSource::Images { name: "samples".into(), images, n, channels: g.channels, height: g.height, width: g.width };
+        let src = ImageSource::Images {
+            name: "samples".into(),
+            images,
+            n,
+            channels: g.channels,
+            height: g.height,
+            width: g.width,
+        };
         let (ev, reference) = &self.fid[&key];
         let s = ev.compare(reference, &ev.stats(&src, &Quiet)?)?;
         ms.iter()

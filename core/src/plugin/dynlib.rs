@@ -42,6 +42,41 @@ impl Lib {
     }
 }
 
+/// Refuses a file that cannot be a whole shared library before the dynamic
+/// loader maps it (a truncated one would kill the process with SIGBUS): it must
+/// be a regular file with an ELF, Mach-O or PE header, and for ELF every
+/// section and program header the header announces must lie inside the file.
+pub fn check_file(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).with_context(|| format!("plugin library {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("plugin library {} is not a regular file", path.display());
+    }
+    let mut head = [0u8; 64];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .with_context(|| format!("reading plugin library {}", path.display()))?;
+    let bad = |why: &str| anyhow!("{} is not a usable plugin library: {why}", path.display());
+    match head {
+        [0x7f, b'E', b'L', b'F', ..] => {
+            if n < 64 || head[4] != 2 || head[5] != 1 {
+                return Err(bad("not a 64-bit little-endian ELF file"));
+            }
+            let u64_at = |o: usize| u64::from_le_bytes(head[o..o + 8].try_into().expect("8 bytes"));
+            let u16_at = |o: usize| u16::from_le_bytes(head[o..o + 2].try_into().expect("2 bytes")) as u64;
+            let (phoff, shoff) = (u64_at(32), u64_at(40));
+            let (phsize, phnum, shsize, shnum) = (u16_at(54), u16_at(56), u16_at(58), u16_at(60));
+            let ends = [phoff.checked_add(phsize * phnum), shoff.checked_add(shsize * shnum)];
+            if ends.iter().any(|e| e.map_or(true, |e| e > meta.len())) {
+                return Err(bad(&format!("truncated ({} bytes; its headers reach past the end)", meta.len())));
+            }
+        }
+        [0xcf, 0xfa, 0xed, 0xfe, ..] | [0xca, 0xfe, 0xba, 0xbe, ..] | [b'M', b'Z', ..] => {}
+        _ => return Err(bad("no ELF, Mach-O or PE header")),
+    }
+    Ok(())
+}
+
 /// Loads the plugin library at `path`: checks the ABI version, reads its info,
 /// and wraps it. The library is leaked (never unloaded).
 pub fn load(path: &Path) -> Result<Plugin> {

@@ -1,7 +1,7 @@
 //! The plugin registry: built-ins plus the libraries the user named.
 
 use super::dynlib;
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use fine_plugin_api::{Plugin, PluginInfo, PluginKind, Sampler, Strategy};
 use std::path::{Path, PathBuf};
 
@@ -43,12 +43,15 @@ pub struct Registry {
     pub notes: Vec<String>,
 }
 
-/// The per-user plugin folder: `$XDG_DATA_HOME/fine/plugins` or `~/.local/share/fine/plugins`.
+/// The per-user plugin folder: `$XDG_DATA_HOME/fine/plugins` or
+/// `$HOME/.local/share/fine/plugins` — only from an absolute `XDG_DATA_HOME` or
+/// `HOME` (an empty or relative one would make it a folder of the working
+/// directory, which nobody named).
 pub fn user_dir() -> Option<PathBuf> {
+    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
     let base = std::env::var_os("XDG_DATA_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))?;
+        .and_then(absolute)
+        .or_else(|| std::env::var_os("HOME").and_then(absolute).map(|h| h.join(".local/share")))?;
     Some(base.join("fine/plugins"))
 }
 
@@ -112,12 +115,15 @@ impl Registry {
         Ok(r)
     }
 
+    /// Loads the library at `path` by its absolute path (never through the
+    /// system's library search), after checking that it is a whole ELF/Mach-O/PE file.
     fn load_one(&mut self, path: &Path) -> Result<()> {
-        let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        let canonical = path.canonicalize().with_context(|| format!("plugin library {}", path.display()))?;
         if self.entries.iter().any(|e| e.source == Source::Path(canonical.clone())) {
             return Ok(()); // named twice
         }
-        let plugin = dynlib::load(path)?;
+        dynlib::check_file(&canonical)?;
+        let plugin = dynlib::load(&canonical)?;
         self.add(Entry { info: plugin.info(), source: Source::Path(canonical), plugin });
         Ok(())
     }

@@ -107,11 +107,13 @@ mod tests {
         let dit = Dit::new(&g);
         let mut spec = dit.plain_parameterization();
         spec.leaves.iter_mut().for_each(|l| l.init = Init::Normal { std: 0.2 });
-        let store = ParamStore::init(CpuDevice::default(), spec, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1)).unwrap();
+        let store =
+            ParamStore::init(CpuDevice::default(), spec, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1)).unwrap();
         let n = 3;
         let x: Vec<f32> = (0..n * dit.image_len()).map(|i| ((i * 13 % 29) as f32 - 14.0) / 14.0).collect();
         let null = dit.null_class().unwrap();
-        let den = |labels: Vec<usize>, cfg_scale: f32| Denoiser { dit: &dit, store: &store, labels, cfg_scale, chunk: 2 };
+        let den =
+            |labels: Vec<usize>, cfg_scale: f32| Denoiser { dit: &dit, store: &store, labels, cfg_scale, chunk: 2 };
         let c = den(vec![3; n], 1.0).eps(&x, 400).unwrap();
         let u = den(vec![null; n], 1.0).eps(&x, 400).unwrap();
         let diff = c.iter().zip(&u).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);

@@ -398,7 +398,8 @@ mod tests {
             "/../graphs/fmnist-tiny.ron"
         )))
         .unwrap();
-        let cfg = TrainConfig { data: "synthetic".into(), batch: 4, lr: 2e-3, weight_decay: 0.01, ..Default::default() };
+        let cfg =
+            TrainConfig { data: "synthetic".into(), batch: 4, lr: 2e-3, weight_decay: 0.01, ..Default::default() };
         let run = |lr: f64, scale: f32, device: bool| {
             let dit = Dit::new(&g);
             let mut spec = dit.plain_parameterization();

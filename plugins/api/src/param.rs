@@ -174,10 +174,7 @@ pub struct Parameterization {
 impl Parameterization {
     /// The plain parameterization: one leaf per weight, bound to itself.
     pub fn plain(weights: &[(String, Vec<usize>, Init)]) -> Self {
-        let leaves = weights
-            .iter()
-            .map(|(n, s, i)| LeafSpec::new(n.clone(), s.clone(), i.clone(), true))
-            .collect();
+        let leaves = weights.iter().map(|(n, s, i)| LeafSpec::new(n.clone(), s.clone(), i.clone(), true)).collect();
         let bindings = weights.iter().map(|(n, _, _)| (n.clone(), Expr::leaf(n))).collect();
         Self { leaves, bindings }
     }

@@ -164,7 +164,11 @@ mod tests {
         let n = 4096;
         let x0: Vec<f32> = (0..n).map(|i| ((i % 17) as f32 / 8.0) - 1.0).collect();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        let x_t: Vec<f32> = (0..n).map(|i| ab[999].sqrt() as f32 * x0[i] + (1.0 - ab[999]).sqrt() as f32 * rng.sample::<f32, _>(StandardNormal)).collect();
+        let x_t: Vec<f32> = (0..n)
+            .map(|i| {
+                ab[999].sqrt() as f32 * x0[i] + (1.0 - ab[999]).sqrt() as f32 * rng.sample::<f32, _>(StandardNormal)
+            })
+            .collect();
         for (opts, steps) in [("", 1000), ("", 50), ("spacing=trailing", 50)] {
             let mut worst = (0.0f64, 0.0f64);
             let mut eps = |x: &[f32], t: usize| {

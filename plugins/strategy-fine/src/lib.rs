@@ -278,7 +278,8 @@ impl Strategy for Fine {
                 values.insert(l.name.clone(), t.clone());
             } else if let Some(t) = l.name.strip_prefix("fine.").and_then(|n| n.strip_suffix(".S")) {
                 let anc = lg.tensors.get(&l.name).ok_or_else(|| anyhow!("learngene lacks `{}`", l.name))?;
-                let s = phase.sigma_rows(t, anc, target.depth, &mut rng)
+                let s = phase
+                    .sigma_rows(t, anc, target.depth, &mut rng)
                     .with_context(|| format!("σ-init of `{}`", l.name))?;
                 values.insert(l.name.clone(), Tensor::new(l.shape.clone(), s)?);
             }

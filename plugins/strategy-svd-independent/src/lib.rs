@@ -50,13 +50,13 @@
 use anyhow::{anyhow, bail, Context, Result};
 use fine_plugin_api::info::OptionType;
 use fine_plugin_api::strategy::dit::{self, block_of, plain, rank_of, type_of, type_shape, SigmaPhase};
-use rand::SeedableRng;
 use fine_plugin_api::tensors::{Tensor, Tensors};
 use fine_plugin_api::{
     Descendant, Expr, Graph, Init, LeafSpec, Learngene, OptionSpec, Options, Parameterization, PluginInfo, PluginKind,
     Strategy, WeightSpec,
 };
 use nalgebra::DMatrix;
+use rand::SeedableRng;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The five factorized weight types: (type name, weight suffix inside `blocks.{l}.`), as in FINE.
@@ -216,7 +216,8 @@ impl Strategy for SvdIndependent {
                 _ => phase.sigma_rows(t, table, depth, &mut rng).with_context(|| format!("σ-init of {t}"))?,
             };
             let name = sigma_leaf(t);
-            leaves.push(LeafSpec { lr_scale: phase.lr_scale, ..LeafSpec::new(&name, vec![depth, r], Init::Zeros, true) });
+            leaves
+                .push(LeafSpec { lr_scale: phase.lr_scale, ..LeafSpec::new(&name, vec![depth, r], Init::Zeros, true) });
             values.insert(name.clone(), Tensor::new(vec![depth, r], sigma)?);
             for (i, &a) in src.iter().enumerate() {
                 let factor = Expr::Factor {

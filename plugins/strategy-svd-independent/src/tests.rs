@@ -124,8 +124,7 @@ fn shallower_descendant_at_low_rank_and_misfits() {
     assert_eq!(lg.meta["storage.per_layer"], (102 + 416).to_string());
     let g2 = tiny_graph(2, 32);
     let dit2 = Dit::new(&g2);
-    let d =
-        SvdIndependent.descendant(&lg, &g2, &weights_of(&dit2), &opts("sigma_steps=0,sigma_init=nearest")).unwrap();
+    let d = SvdIndependent.descendant(&lg, &g2, &weights_of(&dit2), &opts("sigma_steps=0,sigma_init=nearest")).unwrap();
     assert_eq!(d.init_steps, 0);
     // Layers 0 and 1 take ancestry layers 0 and 2; layer 1 is never read.
     assert!(d.values.contains_key("svd.fc2.2.V") && !d.values.contains_key("svd.fc2.1.V"));
