@@ -15,8 +15,9 @@ use std::path::Path;
 const TYPE_U8: u8 = 0x08;
 /// Most dimensions an IDX header may declare.
 const MAX_DIMS: usize = 8;
-/// Largest payload accepted (4 GiB); larger headers are treated as corrupt.
-const MAX_ELEMENTS: usize = 1 << 32;
+/// Largest payload accepted (1 GiB, twenty times the MNIST training images);
+/// larger headers are treated as corrupt.
+const MAX_ELEMENTS: usize = 1 << 30;
 
 /// An n-dimensional array of bytes read from an IDX file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,18 +28,32 @@ pub struct IdxArray {
     pub data: Vec<u8>,
 }
 
-/// Reads an IDX file, plain or gzip-compressed.
+/// Reads an IDX file, plain or gzip-compressed, as a stream: the header first,
+/// then exactly the bytes its dims announce (so a file whose size disagrees
+/// with its header, a gzip bomb, `/dev/zero` or a FIFO is refused without being
+/// read whole or hanging).
 ///
-/// Errors name `path` and the defect: missing file, unreadable file, corrupt
-/// gzip stream, or any header/payload problem reported by [`parse_idx`].
+/// Errors name `path` and the defect: missing file, not a regular file,
+/// unreadable file, corrupt gzip stream, or any header/payload problem.
 pub fn read_idx(path: &Path) -> Result<IdxArray> {
+    use std::io::BufRead;
     let origin = path.display().to_string();
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!("{origin}: not found"),
         Err(e) => bail!("{origin}: cannot read file: {e}"),
     };
-    parse_idx(&bytes, &origin)
+    if !meta.is_file() {
+        bail!("{origin}: not a regular file (a device, FIFO or folder cannot hold an IDX data set)");
+    }
+    let f = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{origin}: cannot read file: {e}"))?;
+    let mut r = std::io::BufReader::new(f);
+    let head = r.fill_buf().map_err(|e| anyhow::anyhow!("{origin}: cannot read file: {e}"))?;
+    if is_gzip(head) {
+        read_stream(MultiGzDecoder::new(r), &origin, None)
+    } else {
+        read_stream(r, &origin, Some(meta.len()))
+    }
 }
 
 /// Returns true when `bytes` starts with the gzip magic number.
@@ -47,58 +62,95 @@ pub fn is_gzip(bytes: &[u8]) -> bool {
 }
 
 /// Parses IDX content held in memory; gzip-compressed content is decompressed
-/// first. `origin` (a path or other label) starts every error message.
+/// as it is read, never past what the header announces. `origin` (a path or
+/// other label) starts every error message.
 pub fn parse_idx(bytes: &[u8], origin: &str) -> Result<IdxArray> {
     if is_gzip(bytes) {
-        let mut raw = Vec::new();
-        if let Err(e) = MultiGzDecoder::new(bytes).read_to_end(&mut raw) {
-            bail!("{origin}: corrupt or truncated gzip stream: {e}");
-        }
-        return parse_raw(&raw, origin);
+        return read_stream(MultiGzDecoder::new(bytes), origin, None);
     }
-    parse_raw(bytes, origin)
+    read_stream(bytes, origin, Some(bytes.len() as u64))
 }
 
-/// Parses uncompressed IDX content.
-fn parse_raw(bytes: &[u8], origin: &str) -> Result<IdxArray> {
-    if bytes.len() < 4 {
-        bail!("{origin}: truncated IDX header: expected at least 4 bytes, {} present", bytes.len());
+/// Reads IDX content from `r`: header, then the payload. `len` is the total
+/// size when known (an uncompressed file), checked against the header before
+/// the payload is read; a gzip stream (`None`) is read only as far as the
+/// header's dims plus one byte to find trailing garbage.
+fn read_stream(mut r: impl Read, origin: &str, len: Option<u64>) -> Result<IdxArray> {
+    let gz = len.is_none();
+    let io = |e: std::io::Error, what: &str| -> anyhow::Error {
+        if gz {
+            anyhow::anyhow!("{origin}: corrupt or truncated gzip stream: {e}")
+        } else {
+            anyhow::anyhow!("{origin}: {what}: {e}")
+        }
+    };
+    let mut magic = [0u8; 4];
+    let got = read_up_to(&mut r, &mut magic).map_err(|e| io(e, "cannot read"))?;
+    if got < 4 {
+        bail!("{origin}: truncated IDX header: expected at least 4 bytes, {got} present");
     }
-    if bytes[0] != 0 || bytes[1] != 0 {
+    if magic[0] != 0 || magic[1] != 0 {
         bail!(
             "{origin}: bad IDX magic: first two bytes are {:#04x} {:#04x}, expected 0x00 0x00 \
              (not an IDX file?)",
-            bytes[0],
-            bytes[1]
+            magic[0],
+            magic[1]
         );
     }
-    let type_code = bytes[2];
+    let type_code = magic[2];
     if type_code != TYPE_U8 {
         bail!("{origin}: unsupported IDX element type {type_code:#04x} (only 0x08, unsigned byte, is supported)");
     }
-    let ndims = bytes[3] as usize;
+    let ndims = magic[3] as usize;
     if ndims == 0 || ndims > MAX_DIMS {
         bail!("{origin}: bad IDX dimension count {ndims} (expected 1 to {MAX_DIMS})");
     }
     let header_len = 4 + 4 * ndims;
-    if bytes.len() < header_len {
-        bail!("{origin}: truncated IDX header: expected {header_len} bytes, {} present", bytes.len());
+    let mut dim_bytes = vec![0u8; 4 * ndims];
+    let got = read_up_to(&mut r, &mut dim_bytes).map_err(|e| io(e, "cannot read"))?;
+    if got < dim_bytes.len() {
+        bail!("{origin}: truncated IDX header: expected {header_len} bytes, {} present", 4 + got);
     }
     let dims: Vec<usize> =
-        bytes[4..header_len].chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize).collect();
+        dim_bytes.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize).collect();
     let count = element_count(&dims, origin)?;
     let expected = header_len + count;
-    if bytes.len() < expected {
-        bail!("{origin}: truncated IDX data: dims {dims:?} expected {expected} bytes, {} present", bytes.len());
+    if let Some(len) = len {
+        let len = len as usize;
+        if len < expected {
+            bail!("{origin}: truncated IDX data: dims {dims:?} expected {expected} bytes, {len} present");
+        }
+        if len > expected {
+            bail!(
+                "{origin}: trailing garbage: dims {dims:?} expected {expected} bytes, {len} present ({} extra)",
+                len - expected
+            );
+        }
     }
-    if bytes.len() > expected {
-        bail!(
-            "{origin}: trailing garbage: dims {dims:?} expected {expected} bytes, {} present ({} extra)",
-            bytes.len(),
-            bytes.len() - expected
-        );
+    let mut data = vec![0u8; count];
+    let got = read_up_to(&mut r, &mut data).map_err(|e| io(e, "cannot read"))?;
+    if got < count {
+        bail!("{origin}: truncated IDX data: dims {dims:?} expected {expected} bytes, {} present", header_len + got);
     }
-    Ok(IdxArray { dims, data: bytes[header_len..].to_vec() })
+    let mut extra = [0u8; 1];
+    if read_up_to(&mut r, &mut extra).map_err(|e| io(e, "cannot read"))? > 0 {
+        bail!("{origin}: trailing garbage: dims {dims:?} expected {expected} bytes, more present");
+    }
+    Ok(IdxArray { dims, data })
+}
+
+/// Fills `buf` from `r` as far as the stream goes; returns the bytes read.
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// Product of `dims`, rejecting zero sizes and absurd totals.
@@ -192,6 +244,34 @@ pub(crate) mod tests {
         bad[12] ^= 0xff;
         bad[13] ^= 0xff;
         assert!(parse_idx(&bad, "ORIGIN").is_err());
+    }
+
+    /// Not regular files, a gzip bomb (1 GiB of zeros behind a header announcing 16 bytes), and
+    /// a file whose size disagrees with its header are refused without reading them whole.
+    #[test]
+    fn devices_bombs_and_size_mismatches_are_refused() {
+        let msg = format!("{:#}", read_idx(Path::new("/dev/zero")).unwrap_err());
+        assert!(msg.contains("/dev/zero") && msg.contains("not a regular file"), "{msg}");
+        let dir = tempfile::tempdir().unwrap();
+        let mut bomb = make_idx(8, &[16], &[0; 16]);
+        let mut enc = GzEncoder::new(Vec::new(), Compression::best());
+        enc.write_all(&bomb).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..1024 {
+            enc.write_all(&zeros).unwrap();
+        }
+        bomb = enc.finish().unwrap();
+        assert!(bomb.len() < 2 << 20, "the bomb is {} bytes", bomb.len());
+        let p = dir.path().join("bomb");
+        std::fs::write(&p, &bomb).unwrap();
+        let msg = format!("{:#}", read_idx(&p).unwrap_err());
+        assert!(msg.contains("trailing garbage"), "{msg}");
+        let big = dir.path().join("big");
+        let mut f = std::fs::File::create(&big).unwrap();
+        f.write_all(&make_idx(8, &[4], &[1, 2, 3, 4])).unwrap();
+        f.set_len(3 << 30).unwrap(); // sparse: 3 GiB on paper
+        let msg = format!("{:#}", read_idx(&big).unwrap_err());
+        assert!(msg.contains("trailing garbage") && msg.contains("expected 12 bytes"), "{msg}");
     }
 
     #[test]
