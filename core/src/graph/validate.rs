@@ -27,7 +27,59 @@ pub fn problems(g: &Graph) -> Vec<String> {
     check_conditioning(g, &mut out);
     check_block_and_timestep(g, &mut out);
     check_stitch(g, &mut out);
+    if out.is_empty() {
+        check_scale(g, &mut out);
+    }
     out
+}
+
+/// Largest size of any one field (hidden, depth, heads, image sides, classes, …).
+pub const MAX_FIELD: usize = 1 << 24;
+
+/// Largest model accepted, in parameters (2³¹: 8 GiB of f32 per copy; training
+/// holds the weights, their gradients, the EMA and two AdamW moments).
+pub const MAX_PARAMS: f64 = (1u64 << 31) as f64;
+
+/// Sizes that would overflow the parameter count or no machine could hold,
+/// computed in f64 before any size is multiplied as an integer.
+fn check_scale(g: &Graph, out: &mut Vec<String>) {
+    let fields = [
+        ("input.channels", g.input.channels),
+        ("input.height", g.input.height),
+        ("input.width", g.input.width),
+        ("patch_size", g.patch_size),
+        ("hidden", g.hidden),
+        ("depth", g.depth),
+        ("heads", g.heads),
+        ("conditioning.num_classes", g.conditioning.num_classes),
+        ("timestep.freq_dim", g.timestep.freq_dim),
+    ];
+    for (field, v) in fields {
+        if v > MAX_FIELD {
+            out.push(format!("{field} ({v}) exceeds {MAX_FIELD}"));
+        }
+    }
+    let d = g.hidden as f64;
+    let hm = (d * g.mlp_ratio).floor();
+    if hm > MAX_FIELD as f64 {
+        out.push(format!("mlp_ratio ({}) × hidden ({}) = {hm:e} exceeds {MAX_FIELD}", g.mlp_ratio, g.hidden));
+    }
+    if !out.is_empty() {
+        return;
+    }
+    let (c, p) = (g.input.channels as f64, g.patch_size as f64);
+    let tokens = (g.input.height as f64 / p) * (g.input.width as f64 / p);
+    if tokens > MAX_FIELD as f64 {
+        out.push(format!("the image gives {tokens:e} tokens, more than {MAX_FIELD}"));
+    }
+    let rows = g.conditioning.num_classes as f64 + 1.0;
+    let block = 3.0 * d * d + 3.0 * d + d * d + d + 2.0 * hm * d + hm + d + 6.0 * d * d + 6.0 * d;
+    let embed = c * p * p * d + d + g.timestep.freq_dim as f64 * d + d + d * d + d + rows * d;
+    let last = 2.0 * d * d + 2.0 * d + d * p * p * c + p * p * c;
+    let total = embed + g.depth as f64 * block + last + if g.stitch_after.is_some() { d * d + d } else { 0.0 };
+    if total > MAX_PARAMS {
+        out.push(format!("the model would have {total:.3e} parameters, more than {MAX_PARAMS:.3e}"));
+    }
 }
 
 /// Positive sizes and the divisibility constraints between them.
@@ -101,7 +153,7 @@ fn check_block_and_timestep(g: &Graph, out: &mut Vec<String>) {
 /// A stitching layer sits between two blocks.
 fn check_stitch(g: &Graph, out: &mut Vec<String>) {
     if let Some(k) = g.stitch_after {
-        if g.depth > 0 && k + 1 >= g.depth {
+        if g.depth > 0 && k.saturating_add(1) >= g.depth {
             out.push(format!(
                 "stitch_after ({k}) must name a block followed by another (0..={}); the graph has depth {}",
                 g.depth.saturating_sub(2),
@@ -168,16 +220,21 @@ mod tests {
     #[test]
     fn ranges_are_checked() {
         type Case = (fn(&mut Graph), &'static str);
-        let cases: [Case; 10] = [
+        let cases: [Case; 15] = [
             (|g| g.mlp_ratio = 0.0, "mlp_ratio (0)"),
             (|g| g.mlp_ratio = f64::NAN, "mlp_ratio (NaN)"),
             (|g| g.mlp_ratio = 0.01, "MLP hidden width of 0"),
+            (|g| g.mlp_ratio = 1e30, "exceeds 16777216"),
+            (|g| g.depth = 1_000_000_000_000, "depth (1000000000000) exceeds"),
+            (|g| g.hidden = 65536, "parameters, more than"),
+            (|g| g.input.height = 1 << 25, "input.height (33554432) exceeds"),
             (|g| g.conditioning.label_dropout = 1.0, "conditioning.label_dropout (1)"),
             (|g| g.conditioning.label_dropout = -0.1, "conditioning.label_dropout (-0.1)"),
             (|g| g.conditioning.num_classes = 0, "conditioning.num_classes"),
             (|g| g.timestep.freq_dim = 255, "timestep.freq_dim (255)"),
             (|g| g.timestep.freq_dim = 0, "timestep.freq_dim (0)"),
             (|g| g.stitch_after = Some(1), "stitch_after (1) must name a block followed by another (0..=0)"),
+            (|g| g.stitch_after = Some(usize::MAX), "stitch_after (18446744073709551615) must name a block"),
             (|g| g.block.norm_eps = 0.0, "block.norm_eps (0)"),
         ];
         for (set, expected) in cases {
