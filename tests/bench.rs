@@ -170,3 +170,48 @@ fn bad_configs_are_refused_before_any_training() {
     // Nothing was trained.
     assert!(!out.join("runs").exists() && !out.join("cache").exists());
 }
+
+/// A graph name is never a path: a size named `/../../../victim` trains inside `--out` only
+/// (before, its run folder `OUT/runs/scratch-/../../../victim-s0` was the folder beside `OUT`,
+/// removed as an "unfinished run").
+#[test]
+fn graph_names_cannot_leave_the_output_folder() {
+    let d = tempfile::tempdir().unwrap();
+    let tiny =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../graphs/fmnist-tiny-d1.ron")).unwrap();
+    let evil = d.path().join("evil.ron");
+    let name = tiny.lines().find(|l| l.contains("name:")).unwrap().to_string();
+    std::fs::write(&evil, tiny.replace(&name, "    name: \"/../../../victim\",")).unwrap();
+    let victim = d.path().join("victim-s0");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::write(victim.join("keep"), b"x").unwrap();
+    let text = format!(
+        r#"(
+    name: "evil",
+    data: "bundled",
+    ancestry: (graph: "graphs/fmnist-tiny.ron", steps: 1, batch: 2, lr: 1e-3),
+    rows: [(strategy: "scratch")],
+    sizes: ["{}"],
+    init: (batch: 2, lr: 1e-3),
+    train: (steps: Some(1), batch: 2, lr: 1e-3),
+    seeds: [0],
+    eval: (metric: Heldout, n: 8),
+)"#,
+        s(&evil)
+    );
+    let cfg = d.path().join("evil-bench.ron");
+    std::fs::write(&cfg, text).unwrap();
+    let out = d.path().join("out");
+    ok(&["bench", "learngene", "--config", s(&cfg), "--out", s(&out)]);
+    assert!(victim.join("keep").exists(), "the folder beside --out was removed");
+    let runs: Vec<String> = std::fs::read_dir(out.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(runs, ["scratch-__________victim-s0"]);
+    assert!(out.join("curve-__________victim.svg").exists());
+    let mut names: Vec<String> =
+        std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+    names.sort();
+    assert_eq!(names, ["evil-bench.ron", "evil.ron", "out", "victim-s0"]);
+}

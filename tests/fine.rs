@@ -61,25 +61,18 @@ fn assert_materialized_reproduces(phase2: &Checkpoint, plain: &Checkpoint) {
     assert!(err < 1e-5, "materialized {} model differs by {err}", plain.graph.name);
 }
 
+/// `fine pretrain --strategy fine` of the tiny graph into `anc`, with `extra` flags.
+fn pretrain_tiny_fine(anc: &Path, extra: &[&str]) {
+    let mut args = vec!["pretrain", "--strategy", "fine", "--graph", "graphs/fmnist-tiny.ron", "--out", s(anc)];
+    args.extend_from_slice(extra);
+    ok(&args);
+}
+
 #[test]
 fn fine_pipeline_ancestry_to_two_depths() {
     let d = tempfile::tempdir().unwrap();
     let (anc, lg) = (d.path().join("anc"), d.path().join("lg.safetensors"));
-    ok(&[
-        "pretrain",
-        "--strategy",
-        "fine",
-        "--graph",
-        "graphs/fmnist-tiny.ron",
-        "--out",
-        s(&anc),
-        "--steps",
-        "12",
-        "--batch",
-        "8",
-        "--lr",
-        "2e-3",
-    ]);
+    pretrain_tiny_fine(&anc, &["--steps", "12", "--batch", "8", "--lr", "2e-3"]);
     ok(&["learngene", "extract", "--run", s(&anc), "--out", s(&lg)]);
     let lgv = fine_core::strategy::load_learngene(&lg).unwrap();
     assert_eq!(lgv.strategy, "fine");
@@ -204,27 +197,23 @@ fn heldout(path: &Path, key: &str) -> f64 {
 fn fine_sigma_phase_finds_the_ancestry_again() {
     let d = tempfile::tempdir().unwrap();
     let (anc, lg) = (d.path().join("anc"), d.path().join("lg.safetensors"));
-    ok(&[
-        "pretrain",
-        "--strategy",
-        "fine",
-        "--graph",
-        "graphs/fmnist-tiny.ron",
-        "--out",
-        s(&anc),
-        "--steps",
-        "300",
-        "--batch",
-        "16",
-        "--lr",
-        "2e-3",
-        "--warmup",
-        "30",
-        "--ema-decay",
-        "0.99",
-        "--heldout",
-        "256",
-    ]);
+    pretrain_tiny_fine(
+        &anc,
+        &[
+            "--steps",
+            "300",
+            "--batch",
+            "16",
+            "--lr",
+            "2e-3",
+            "--warmup",
+            "30",
+            "--ema-decay",
+            "0.99",
+            "--heldout",
+            "256",
+        ],
+    );
     let ancestry = heldout(&anc.join("heldout.json"), "ema");
     ok(&["learngene", "extract", "--run", s(&anc), "--out", s(&lg)]);
     let init = |name: &str, graph: &str, extra: &[&str]| -> (f64, f64) {

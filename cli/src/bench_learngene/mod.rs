@@ -121,6 +121,18 @@ fn run_on<D: Backend>(a: BenchLearngeneArgs, reg: &Registry, dev: D) -> Result<(
             bail!("{}: two sizes have the graph name `{}`", a.config.display(), g.name);
         }
     }
+    let mut files = std::collections::BTreeMap::new();
+    for r in &cfg.rows {
+        if let Some(other) = files.insert(sanitize(&r.label()), r.label()) {
+            bail!("{}: rows `{other}` and `{}` would share a run folder name", a.config.display(), r.label());
+        }
+    }
+    let mut files = std::collections::BTreeSet::new();
+    for g in &sizes {
+        if !files.insert(sanitize(&g.name)) {
+            bail!("{}: two sizes would share a file name (`{}`)", a.config.display(), sanitize(&g.name));
+        }
+    }
     let named = cfg.rows.iter().flat_map(|r| &r.sizes).chain(cfg.tables.iter().flat_map(|t| &t.sizes));
     let named = named.chain(&cfg.eval.fid_sizes);
     for n in named {
@@ -306,19 +318,13 @@ fn ancestry<D: Backend>(
     };
     let spec = s.ancestry(g, &st::weights_of(&Dit::new(g)), &opts)?;
     let run_key = format!(
-        "spec: {}
-train: {}
-graph: {}
-",
+        "spec: {}\ntrain: {}\ngraph: {}\n",
         ron::to_string(&spec)?,
         ron::to_string(&tcfg)?,
         graph::load::to_ron(g)
     );
     let key = format!(
-        "strategy: {} {}
-options: {}
-weights: {:?}
-{run_key}",
+        "strategy: {} {}\noptions: {}\nweights: {:?}\n{run_key}",
         info.name,
         info.version,
         opts.to_ron(),
@@ -491,7 +497,8 @@ fn descendant<D: Backend>(
     Ok(r)
 }
 
-/// A label usable in a file name.
-fn sanitize(s: &str) -> String {
+/// A label usable in a file name: letters, digits, `-` and `_` kept, anything
+/// else (`/`, `.`, spaces) `_`, so no name leaves the output folder.
+pub(crate) fn sanitize(s: &str) -> String {
     s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }

@@ -273,9 +273,10 @@ fn curves(out: &Path, cfg: &BenchConfig, sizes: &[Graph], results: &[RunResult])
             })
             .collect();
         let title = format!("{}: {} ({metric}, mean over seeds)", cfg.name, g.name);
-        line_plot_svg(&out.join(format!("curve-{}.svg", g.name)), &title, "training step", metric, &series, false)?;
+        let file = super::sanitize(&g.name);
+        line_plot_svg(&out.join(format!("curve-{file}.svg")), &title, "training step", metric, &series, false)?;
         if let Err(e) =
-            line_plot_png(&out.join(format!("curve-{}.png", g.name)), &title, "training step", metric, &series, false)
+            line_plot_png(&out.join(format!("curve-{file}.png")), &title, "training step", metric, &series, false)
         {
             eprintln!("warning: {e:#}");
         }
