@@ -300,6 +300,29 @@ fn non_finite_runs_stop_and_keep_the_last_good_checkpoint() {
     assert!(e.contains("/dev/zero: not a regular file"), "{e}");
 }
 
+/// One process at a time trains in a run folder (a live holder's lock is refused, a dead
+/// one's taken over), and a run restarted after dying before its first checkpoint does not
+/// keep the dead process's metric lines.
+#[test]
+fn run_folders_are_locked_and_restarts_keep_their_own_metrics() {
+    let d = tempfile::tempdir().unwrap();
+    let run = d.path().join("r");
+    std::fs::create_dir(&run).unwrap();
+    let dead = "{\"step\":1,\"loss\":9.0}\n{\"step\":2,\"loss\":9.0}\n";
+    std::fs::write(run.join("metrics.jsonl"), dead).unwrap();
+    ok(&["train", "--graph", TINY, "--out", s(&run), "--steps", "2", "--batch", "4"]);
+    let steps: Vec<String> = losses(&run).iter().map(|l| l.split(':').next().unwrap().to_string()).collect();
+    assert_eq!(steps, ["1", "2"], "{:?}", losses(&run));
+    assert!(!losses(&run).iter().any(|l| l.ends_with(":9.0")), "the dead run's lines are still there");
+    assert!(!run.join(".lock").exists(), "the lock outlived the run");
+    std::fs::write(run.join(".lock"), std::process::id().to_string()).unwrap(); // a live process
+    let e = fails(&["train", "--resume", s(&run), "--steps", "3"]);
+    assert!(e.contains("being trained by another fine process") && e.contains(&std::process::id().to_string()), "{e}");
+    std::fs::write(run.join(".lock"), "4294967294").unwrap(); // no such process
+    ok(&["train", "--resume", s(&run), "--steps", "3"]);
+    assert_eq!(losses(&run).len(), 3);
+}
+
 #[test]
 fn bad_data_and_configs_are_clear_errors() {
     let d = tempfile::tempdir().unwrap();

@@ -83,6 +83,10 @@ pub fn truncate_metrics(dir: &RunDir, step: usize) -> Result<()> {
 /// Trains until step `until` (≤ config steps), appending metrics, writing
 /// checkpoints every `ckpt_every` steps and at the end, then the loss plot.
 pub fn train_loop<D: Backend>(t: &mut Trainer<D>, dir: &RunDir, until: usize, label: &str) -> Result<()> {
+    let _lock = RunLock::take(dir)?;
+    // Lines past the step the run starts from were written by a process that died
+    // before its next checkpoint (or before its first one): they are not this run's.
+    truncate_metrics(dir, t.step)?;
     let start = t.step;
     let total = until.saturating_sub(start);
     let bar = ProgressBar::new(total as u64);
@@ -132,6 +136,49 @@ pub fn train_loop<D: Backend>(t: &mut Trainer<D>, dir: &RunDir, until: usize, la
     bar.finish();
     write_loss_plot(dir, label)?;
     Ok(())
+}
+
+/// `DIR/.lock`: one process at a time trains in a run folder. Holds the pid; a
+/// lock whose process no longer runs (killed) is taken over; removed on drop.
+pub struct RunLock(PathBuf);
+
+impl RunLock {
+    /// Takes the lock of `dir`, or says which live process holds it.
+    pub fn take(dir: &RunDir) -> Result<Self> {
+        let path = dir.0.join(".lock");
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    write!(f, "{}", std::process::id())?;
+                    return Ok(Self(path));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let pid = std::fs::read_to_string(&path).unwrap_or_default();
+                    let alive = pid.trim().parse::<u32>().is_ok_and(|p| {
+                        p == std::process::id()
+                            || !Path::new("/proc/self").exists()
+                            || Path::new(&format!("/proc/{p}")).exists()
+                    });
+                    if alive {
+                        anyhow::bail!(
+                            "{} is being trained by another fine process (pid {}); wait for it or stop it",
+                            dir.0.display(),
+                            pid.trim()
+                        );
+                    }
+                    let _ = std::fs::remove_file(&path); // its process is gone
+                }
+                Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+            }
+        }
+        anyhow::bail!("{}: cannot take the run lock", dir.0.display())
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Draws `loss.svg` from `metrics.jsonl` (raw and EMA-smoothed).
