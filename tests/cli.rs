@@ -295,6 +295,12 @@ fn non_finite_runs_stop_and_keep_the_last_good_checkpoint() {
     assert_eq!(std::fs::read(run.join("checkpoint.safetensors")).unwrap(), good);
     let e = fails(&["sample", "--run", s(&run), "--n", "2", "--out", s(&d.path().join("g.png")), "--cfg", "nan"]);
     assert!(e.contains("--cfg must be finite"), "{e}");
+    // Requests larger than the machine are refused before anything is allocated.
+    let e = fails(&["sample", "--run", s(&run), "--n", "100000000", "--out", s(&d.path().join("g.png"))]);
+    assert!(e.contains("--n 100000000 needs about") && e.contains("GiB"), "{e}");
+    let e = fails(&["bench", "step", "--graph", TINY, "--batch", "100000000", "--steps", "1"]);
+    assert!(e.contains("at batch 100000000 needs about"), "{e}");
+    assert!(fails(&["bench", "step", "--graph", TINY, "--batch", "2", "--steps", "0"]).contains("--steps"));
     // A device as data is refused at once, not read until memory runs out.
     let e = fails(&["train", "--graph", TINY, "--out", s(&d.path().join("z")), "--data", "idx:/dev/zero"]);
     assert!(e.contains("/dev/zero: not a regular file"), "{e}");

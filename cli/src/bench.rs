@@ -90,6 +90,9 @@ pub fn run(cmd: BenchCmd, reg: &fine_core::plugin::Registry) -> Result<()> {
             return fine_core::on_device!(run::device(), |dev| parity(dev, &graph, batch, steps, tol))
         }
     };
+    if steps == 0 {
+        anyhow::bail!("--steps must be at least 1");
+    }
     fine_core::on_device!(run::device(), |dev| step(dev, &gpath, batch, steps, warmup))
 }
 

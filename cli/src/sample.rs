@@ -97,6 +97,9 @@ pub fn run(a: SampleArgs, reg: &Registry) -> Result<()> {
     }
     fine_core::util::fsx::refuse_run_file(&a.out, &a.run, "--out")?;
     let ck = Checkpoint::load(&RunDir(a.run.clone()).checkpoint())?;
+    // x, ε̂, x₀ and the sampler's state: a few image-sized f32 buffers per image.
+    let bytes = a.n as f64 * ck.graph.input.channels as f64 * (ck.graph.input.height * ck.graph.input.width) as f64;
+    fine_core::util::mem::check_fits(6.0 * 4.0 * bytes, &format!("--n {}", a.n))?;
     let (x, _) = sample_images(&ck, &a, reg)?;
     let i = &ck.graph.input;
     let nrow = if a.class.is_some() {

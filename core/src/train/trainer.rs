@@ -149,6 +149,10 @@ impl<D: Backend> Trainer<D> {
     ) -> Result<Self> {
         let split: Split = cfg.split.parse()?;
         let g = &dit.graph;
+        crate::util::mem::check_fits(
+            crate::util::mem::training_bytes(g, cfg.batch),
+            &format!("training `{}` at batch {}", g.name, cfg.batch),
+        )?;
         let mut data = if cfg.data == "synthetic" {
             Dataset::synthetic(
                 1024,

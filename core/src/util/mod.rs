@@ -4,6 +4,7 @@
 pub mod fsx;
 pub mod gemm;
 pub mod image;
+pub mod mem;
 pub mod plot;
 
 use rayon::prelude::*;

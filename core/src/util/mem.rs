@@ -1,0 +1,57 @@
+//! Memory guards: a request whose size is known up front is compared with the
+//! memory the machine has free before anything is allocated, so a huge `--n`,
+//! `--batch` or graph is an error naming it instead of an abort.
+
+use anyhow::{bail, Result};
+
+/// Bytes the machine can still hand out (`MemAvailable` of `/proc/meminfo`);
+/// `None` where that cannot be read.
+pub fn available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Refuses `bytes` (an estimate, f64 so that it cannot overflow) when it exceeds
+/// the available memory; `what` names the request (e.g. `--n 100000000`).
+pub fn check_fits(bytes: f64, what: &str) -> Result<()> {
+    let Some(avail) = available() else { return Ok(()) };
+    if !bytes.is_finite() || bytes > avail as f64 {
+        bail!(
+            "{what} needs about {:.1} GiB of memory, the machine has {:.1} GiB available",
+            bytes / (1u64 << 30) as f64,
+            avail as f64 / (1u64 << 30) as f64
+        );
+    }
+    Ok(())
+}
+
+/// Estimated bytes of a training step of `g` at `batch` images: five f32 copies of
+/// the parameters (weights, gradients, EMA, two AdamW moments) plus the
+/// activations the tape keeps, ≈ 20 f32 values per token and width per block
+/// (LayerNorms, modulated inputs, q/k/v, attention output, the MLP's 4× hidden
+/// and its activation), plus the attention probabilities. A lower bound more
+/// than a forecast: it refuses only what cannot fit.
+pub fn training_bytes(g: &crate::graph::Graph, batch: usize) -> f64 {
+    let (d, t) = (g.hidden as f64, g.tokens() as f64);
+    let params = crate::graph::param_count(g) as f64;
+    let per_block = 20.0 * t * d + g.heads as f64 * t * t;
+    4.0 * (5.0 * params + batch as f64 * g.depth as f64 * per_block)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absurd_requests_are_refused() {
+        if available().is_none() {
+            return; // no /proc/meminfo: the guard is off, nothing to check
+        }
+        let e = check_fits(1e18, "--n 1000000000000").unwrap_err().to_string();
+        assert!(e.contains("--n 1000000000000") && e.contains("GiB"), "{e}");
+        check_fits(1024.0, "a kibibyte").unwrap();
+        assert!(check_fits(f64::INFINITY, "x").is_err());
+    }
+}
