@@ -91,7 +91,8 @@ impl Checkpoint {
 
     /// Writes atomically to `path`.
     pub fn save(&self, path: &Path) -> Result<()> {
-        crate::util::fsx::write_atomic(path, &self.to_bytes()?)
+        let bytes = self.check_consistent().and_then(|_| self.to_bytes());
+        crate::util::fsx::write_atomic(path, &bytes.with_context(|| format!("saving checkpoint {}", path.display()))?)
     }
 
     /// Reads and verifies a checkpoint; every defect is an error naming `path`.
@@ -172,7 +173,64 @@ impl Checkpoint {
                     _ => {}
                 }
             }
+            // After a step every trainable leaf has both AdamW moments; resuming without
+            // them would silently restart the optimizer and no longer be exact.
+            for (what, map) in [("adam.m", &self.adam_m), ("adam.v", &self.adam_v)] {
+                match map.get(&l.name) {
+                    None if self.step > 0 && l.trainable => {
+                        bail!("{what} tensor for trainable leaf `{}` is missing (step {})", l.name, self.step)
+                    }
+                    Some(v) if v.len() != n => {
+                        bail!("{what} `{}` has {} values, shape {:?} needs {n}", l.name, v.len(), l.shape)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let leaves: std::collections::BTreeSet<&str> = self.spec.leaves.iter().map(|l| l.name.as_str()).collect();
+        for (what, map) in
+            [("param", &self.params), ("ema", &self.ema), ("adam.m", &self.adam_m), ("adam.v", &self.adam_v)]
+        {
+            if let Some(n) = map.keys().find(|n| !leaves.contains(n.as_str())) {
+                bail!("{what} tensor `{n}` belongs to no leaf of the stored parameterization");
+            }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::store::CpuDevice;
+    use crate::train::Trainer;
+
+    /// A checkpoint after a step must carry both moments of every trainable leaf, of the
+    /// leaf's size, and nothing for leaves it does not have; the message names the leaf.
+    #[test]
+    fn moments_are_checked_on_load() {
+        let g = crate::graph::from_file(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../graphs/fmnist-tiny.ron"
+        )))
+        .unwrap();
+        let cfg = TrainConfig { data: "synthetic".into(), batch: 2, ..Default::default() };
+        let mut t = Trainer::new(CpuDevice::default(), &g, cfg, None).unwrap();
+        t.train_step().unwrap();
+        let ck = t.checkpoint();
+        Checkpoint::from_bytes(&ck.to_bytes().unwrap()).unwrap();
+        let leaf = "blocks.0.attn.qkv.weight";
+        let mut missing = ck.clone();
+        missing.adam_m.remove(leaf);
+        let e = format!("{:#}", Checkpoint::from_bytes(&missing.to_bytes().unwrap()).unwrap_err());
+        assert!(e.contains("adam.m") && e.contains(leaf) && e.contains("missing"), "{e}");
+        let mut short = ck.clone();
+        short.adam_v.get_mut(leaf).unwrap().pop();
+        let e = format!("{:#}", short.check_consistent().unwrap_err());
+        assert!(e.contains("adam.v") && e.contains(leaf), "{e}");
+        let mut stray = ck;
+        stray.ema.insert("nobody".into(), vec![0.0]);
+        let e = format!("{:#}", stray.check_consistent().unwrap_err());
+        assert!(e.contains("`nobody`"), "{e}");
     }
 }
