@@ -188,6 +188,16 @@ pub fn extract_with(
     opts: &Options,
 ) -> Result<fine_plugin_api::Learngene> {
     let opts = opts.clone();
+    let init_share = ck.train.ema_decay.powf(ck.step as f64);
+    if !no_ema && init_share > 0.05 {
+        eprintln!(
+            "warning: the EMA (decay {}) of {} steps still holds {:.0} % of the initial weights; \
+             the learngene of an ancestry this short wants --no-ema (or a lower --ema-decay when training)",
+            ck.train.ema_decay,
+            ck.step,
+            100.0 * init_share
+        );
+    }
     let values = if no_ema { &ck.params } else { &ck.ema };
     let mut leaves = st::values_as_tensors(&ck.spec, values)?;
     let pool = fine_core::on_device!(run::device(), |dev| distill_pool(dev, strategy, ck, &leaves, &opts, run))?;
