@@ -301,6 +301,7 @@ fn non_finite_runs_stop_and_keep_the_last_good_checkpoint() {
     let e = fails(&["bench", "step", "--graph", TINY, "--batch", "100000000", "--steps", "1"]);
     assert!(e.contains("at batch 100000000 needs about"), "{e}");
     assert!(fails(&["bench", "step", "--graph", TINY, "--batch", "2", "--steps", "0"]).contains("--steps"));
+    assert!(fails(&["bench", "parity", "--graph", TINY, "--tol", "nan"]).contains("--tol must be"));
     // A device as data is refused at once, not read until memory runs out.
     let e = fails(&["train", "--graph", TINY, "--out", s(&d.path().join("z")), "--data", "idx:/dev/zero"]);
     assert!(e.contains("/dev/zero: not a regular file"), "{e}");

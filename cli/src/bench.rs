@@ -87,6 +87,9 @@ pub fn run(cmd: BenchCmd, reg: &fine_core::plugin::Registry) -> Result<()> {
         BenchCmd::Inception { n, batch, threads } => return inception(n, batch, threads),
         BenchCmd::Gemm { tokens, hidden, reps } => return crate::bench_gemm::run(tokens, hidden, reps),
         BenchCmd::Parity { graph, batch, steps, tol } => {
+            if !(tol.is_finite() && tol >= 0.0) {
+                anyhow::bail!("--tol must be a finite number ≥ 0, got {tol}");
+            }
             return fine_core::on_device!(run::device(), |dev| parity(dev, &graph, batch, steps, tol))
         }
     };
@@ -217,7 +220,7 @@ fn parity<D: fine_core::model::Backend>(
             "forward_rel": forward, "loss_rel": rel_err(&[la], &[lb]), "grad_rel": grad.0, "grad_worst": grad.1,
             "step_loss_rel": losses, "params_rel_after_steps": params, "tol": tol, "ok": worst <= tol})
     );
-    if worst > tol {
+    if !(worst <= tol) {
         anyhow::bail!("{} differs from the CPU by {worst:.3e} (relative), above --tol {tol:.1e}", run::device());
     }
     Ok(())
