@@ -90,7 +90,7 @@ pub fn run(cmd: BenchCmd, reg: &fine_core::plugin::Registry) -> Result<()> {
             if !(tol.is_finite() && tol >= 0.0) {
                 anyhow::bail!("--tol must be a finite number ≥ 0, got {tol}");
             }
-            return fine_core::on_device!(run::device(), |dev| parity(dev, &graph, batch, steps, tol))
+            return fine_core::on_device!(run::device(), |dev| parity(dev, &graph, batch, steps, tol));
         }
     };
     if steps == 0 {
