@@ -302,6 +302,8 @@ fn non_finite_runs_stop_and_keep_the_last_good_checkpoint() {
     assert!(e.contains("at batch 100000000 needs about"), "{e}");
     assert!(fails(&["bench", "step", "--graph", TINY, "--batch", "2", "--steps", "0"]).contains("--steps"));
     assert!(fails(&["bench", "parity", "--graph", TINY, "--tol", "nan"]).contains("--tol must be"));
+    let e = fails(&["eval", "--run", s(&run), "--n", "100000000", "--metric", "cfid"]);
+    assert!(e.contains("--n 100000000 needs about"), "{e}");
     // A device as data is refused at once, not read until memory runs out.
     let e = fails(&["train", "--graph", TINY, "--out", s(&d.path().join("z")), "--data", "idx:/dev/zero"]);
     assert!(e.contains("/dev/zero: not a regular file"), "{e}");

@@ -127,6 +127,9 @@ pub fn run(a: EvalArgs, reg: &Registry) -> Result<()> {
         (Some(run), 0) => {
             let n = a.n.context("--n is required with --run (number of images to sample)")?;
             let ck = Checkpoint::load(&RunDir(run.clone()).checkpoint())?;
+            let g = &ck.graph.input;
+            let values = n as f64 * (g.channels * g.height * g.width) as f64;
+            fine_core::util::mem::check_fits(6.0 * 4.0 * values, &format!("--n {n}"))?;
             let reference = match &a.reference {
                 Some(r) => ImageSource::parse_dataset(r)?,
                 None => ImageSource::Dataset { spec: ck.train.data.clone(), split: Split::Train },
