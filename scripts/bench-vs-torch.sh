@@ -4,7 +4,7 @@
 # batch, threads, f32) in the same run, and prints the ratio fine / PyTorch.
 #
 # Each implementation runs ROUNDS times, interleaved, and the table shows the
-# median of the per-round medians (step times on a shared 2-core VM vary by
+# median of the per-round medians (step times on a 2-core machine shared with other work vary by
 # ±10% from one minute to the next).
 #
 #   fine            the default build (packed AVX2 kernel; the `gemm` crate

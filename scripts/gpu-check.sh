@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check: one script, one call on the H100/H200 machine (CUDA 13,
 # driver 580, nvcc, no Rust, no network), over a copy of this tree with the
-# binary built here by scripts/build-cuda.sh (dist/cuda/). Through the device
-# tool:  run(command="scripts/gpu-check.sh", carry=["dist/cuda"], timeout_s=540)
+# binary built by scripts/build-cuda.sh (dist/cuda/) on a build machine and
+# copied over with the tree; run it from the tree's root: scripts/gpu-check.sh
 #
 #   1. parity    `fine bench parity`: CPU vs CUDA forward, every gradient and
 #                3 AdamW steps from the same weights (relative error ≤ 1e-4, f32)
@@ -16,7 +16,7 @@
 #                ncu) against its wall time: scripts/gpu_profile_summary.py
 #
 # Prints a short table last; it lands in $OUT/table.md (default $OUT from the
-# device tool, else /tmp/gpu-check) with profile.md, and every JSON line and log
+# environment, else /tmp/gpu-check) with profile.md, and every JSON line and log
 # in $OUT/gpu-check-logs.tar.gz. Exit status: 1 when a
 # parity check or a pipeline step failed.
 #
@@ -204,7 +204,7 @@ if [ "$DEV" != cpu ] && ! skip profile && [ "$SECONDS" -lt "${PROFILE_AFTER_S:-3
 fi
 
 checkpoint
-# The device tool brings back only a few files: everything but the table and
+# Few files to copy back from the GPU machine: everything but the table and
 # the profile goes into one archive.
 (cd "$OUT" && tar czf "$W/logs.tar.gz" --exclude=table.md --exclude=profile.md --exclude=gpu.txt . &&
     find . -maxdepth 1 -type f ! -name table.md ! -name profile.md ! -name gpu.txt -delete &&
