@@ -273,11 +273,6 @@ fn phase_config(p: &config::Phase, data: &str, seed: u64, steps: usize) -> Train
     }
 }
 
-/// A row's descendant options for one seed (see [`crate::learngene::seeded_options`]).
-fn seeded_options(s: &dyn Strategy, row: &Row, seed: u64) -> Result<Options> {
-    crate::learngene::seeded_options(&s.info(), &row.opts, seed)
-}
-
 /// Pre-trains (or finds in the cache) the ancestry of a row; returns its
 /// learngene and the ancestry's own score.
 ///
@@ -435,7 +430,7 @@ fn descendant<D: Backend>(
     let t0 = Instant::now();
     let (mut t, init_steps, init_trainable) = match (&p.learngene, p.strategy) {
         (Some(lg), Some(s)) => {
-            let opts = &seeded_options(s, &p.row, seed)?;
+            let opts = &crate::learngene::seeded_options(&s.info(), &p.row.opts, seed)?;
             let (dit, d) = st::build_descendant(s, lg, g, opts, || Ok(train_data.clone()), seed)?;
             // `init.steps` sets the length of a strategy's initialization phase;
             // a strategy without one (init_steps 0) goes straight to training.

@@ -43,18 +43,12 @@ pub const MAX_PARAMS: f64 = (1u64 << 31) as f64;
 /// Sizes that would overflow the parameter count or no machine could hold,
 /// computed in f64 before any size is multiplied as an integer.
 fn check_scale(g: &Graph, out: &mut Vec<String>) {
-    let fields = [
-        ("input.channels", g.input.channels),
-        ("input.height", g.input.height),
-        ("input.width", g.input.width),
-        ("patch_size", g.patch_size),
-        ("hidden", g.hidden),
+    let more = [
         ("depth", g.depth),
-        ("heads", g.heads),
         ("conditioning.num_classes", g.conditioning.num_classes),
         ("timestep.freq_dim", g.timestep.freq_dim),
     ];
-    for (field, v) in fields {
+    for (field, v) in sizes(g).into_iter().chain(more) {
         if v > MAX_FIELD {
             out.push(format!("{field} ({v}) exceeds {MAX_FIELD}"));
         }
@@ -82,17 +76,21 @@ fn check_scale(g: &Graph, out: &mut Vec<String>) {
     }
 }
 
-/// Positive sizes and the divisibility constraints between them.
-fn check_sizes(g: &Graph, out: &mut Vec<String>) {
-    let positive = [
+/// The sizes that must be at least 1, by field path.
+fn sizes(g: &Graph) -> [(&'static str, usize); 6] {
+    [
         ("input.channels", g.input.channels),
         ("input.height", g.input.height),
         ("input.width", g.input.width),
         ("patch_size", g.patch_size),
         ("hidden", g.hidden),
         ("heads", g.heads),
-    ];
-    for (field, value) in positive {
+    ]
+}
+
+/// Positive sizes and the divisibility constraints between them.
+fn check_sizes(g: &Graph, out: &mut Vec<String>) {
+    for (field, value) in sizes(g) {
         if value == 0 {
             out.push(format!("{field} must be at least 1 (got 0)"));
         }

@@ -35,6 +35,8 @@ pub struct Leaf<D: Backend> {
     pub value: Flat<D>,
     /// Whether the optimiser updates this leaf.
     pub trainable: bool,
+    /// Its learning rate as a multiple of the run's ([`fine_plugin_api::LeafSpec::lr_scale`]).
+    pub lr_scale: f32,
 }
 
 /// All leaves of a model, by name, plus the parameterization that binds model
@@ -101,7 +103,10 @@ impl<D: Backend> ParamStore<D> {
                 bail!("leaf `{}`: expected {} values for shape {:?}, got {}", l.name, n, l.shape, v.len());
             }
             let value = dev.tensor_from_vec(v, (n,));
-            leaves.insert(l.name.clone(), Leaf { shape: l.shape.clone(), value, trainable: l.trainable });
+            leaves.insert(
+                l.name.clone(),
+                Leaf { shape: l.shape.clone(), value, trainable: l.trainable, lr_scale: l.lr_scale },
+            );
         }
         Ok(Self { dev, spec, leaves })
     }

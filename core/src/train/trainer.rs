@@ -82,14 +82,9 @@ fn check_finite_norm(norm: f64, s: usize) -> Result<()> {
     Ok(())
 }
 
-/// Every leaf's learning-rate scale ([`fine_plugin_api::LeafSpec::lr_scale`]).
-fn lr_scales(spec: &Parameterization) -> BTreeMap<String, f64> {
-    spec.leaves.iter().map(|l| (l.name.clone(), l.lr_scale as f64)).collect()
-}
-
-/// `hp` with the learning rate of leaf `name` (the run's times the leaf's scale).
-fn scaled(hp: AdamWHp, scales: &BTreeMap<String, f64>, name: &str) -> AdamWHp {
-    AdamWHp { lr: hp.lr * scales.get(name).copied().unwrap_or(1.0), ..hp }
+/// `hp` with the learning rate of a leaf whose scale is `lr_scale` ([`fine_plugin_api::LeafSpec::lr_scale`]).
+fn scaled(hp: AdamWHp, lr_scale: f32) -> AdamWHp {
+    AdamWHp { lr: hp.lr * lr_scale as f64, ..hp }
 }
 
 /// The random stream of step `s` of a run seeded with `seed`.
@@ -287,10 +282,10 @@ impl<D: Backend> Trainer<D> {
         if let Some(c) = self.cfg.grad_clip {
             optim::clip(&mut grads, grad_norm, c);
         }
-        let scales = lr_scales(&self.store.spec);
         for (name, g) in &grads {
-            let mut v = crate::model::store::flat_values(&self.store.leaf(name)?.value);
-            self.opt.update(name, &mut v, g, scaled(hp, &scales, name), self.opt.t);
+            let leaf = self.store.leaf(name)?;
+            let (mut v, hp) = (crate::model::store::flat_values(&leaf.value), scaled(hp, leaf.lr_scale));
+            self.opt.update(name, &mut v, g, hp, self.opt.t);
             ema::update(&mut self.ema, name, &v, self.cfg.ema_decay);
             self.store.set(name, v)?;
         }
@@ -318,9 +313,8 @@ impl<D: Backend> Trainer<D> {
         };
         let state =
             self.on_device.get_or_insert_with(|| optim::DeviceState::upload(&self.store.dev, &self.opt, &self.ema));
-        let scales = lr_scales(&self.store.spec);
         for (name, g) in &grads {
-            let hp = scaled(hp, &scales, name);
+            let hp = scaled(hp, self.store.leaf(name)?.lr_scale);
             state.update(name, self.store.value_mut(name)?, g, scale, hp, self.opt.t, self.cfg.ema_decay)?;
         }
         Ok((loss, grad_norm))

@@ -161,19 +161,6 @@ fn ranks_for(weights: &[WeightSpec], opts: &Options) -> Result<BTreeMap<&'static
         .collect()
 }
 
-/// Refuses `rank_{t}` options that differ from the learngene's ranks.
-fn check_ranks(lg: &Learngene, opts: &Options) -> Result<()> {
-    for (t, _) in TYPES {
-        let want = opts.int(&format!("rank_{t}"))?;
-        if let Some(u) = lg.tensors.get(&leaf(t, "U")) {
-            if want != 0 && want != u.shape[1] {
-                bail!("rank_{t} = {want}, but the learngene was made at rank {} (leave rank_{t} unset)", u.shape[1]);
-            }
-        }
-    }
-    Ok(())
-}
-
 impl Strategy for Fine {
     fn info(&self) -> PluginInfo {
         let rank = |t: &str| {
@@ -204,11 +191,7 @@ impl Strategy for Fine {
 
     fn ancestry(&self, graph: &Graph, weights: &[WeightSpec], opts: &Options) -> Result<Parameterization> {
         let ranks = ranks_for(weights, opts)?;
-        let init = opts.text("factor_init")?;
-        if !["balanced", "sigma"].contains(&init) {
-            bail!("unknown factor_init `{init}` (balanced or sigma)");
-        }
-        Ok(factorized(weights, graph.depth, &ranks, init, |_| true))
+        Ok(factorized(weights, graph.depth, &ranks, opts.text("factor_init")?, |_| true))
     }
 
     fn extract(&self, graph: &Graph, spec: &Parameterization, leaves: &Tensors, _opts: &Options) -> Result<Learngene> {
@@ -259,9 +242,9 @@ impl Strategy for Fine {
                     target.hidden
                 );
             }
+            dit::check_rank_option(opts, t, u.shape[1])?;
             ranks.insert(t, (m1, m2, u.shape[1]));
         }
-        check_ranks(lg, opts)?;
         let frozen = |n: &str| n.ends_with(".U") || n.ends_with(".V") || is_shared_weight(n);
         let mut spec = factorized(weights, target.depth, &ranks, "balanced", |n| !frozen(n));
         let phase = SigmaPhase::from_options(opts, &[])?;

@@ -191,10 +191,7 @@ impl Strategy for SvdIndependent {
                 [l, r] if l == anc_depth => r,
                 _ => bail!("the learngene's `{}` has shape {:?}, not ({anc_depth}, r)", sigma_leaf(t), table.shape),
             };
-            let want = opts.int(&format!("rank_{t}"))?;
-            if want != 0 && want != r {
-                bail!("rank_{t} = {want}, but the learngene was made at rank {r} (leave rank_{t} unset)");
-            }
+            dit::check_rank_option(opts, t, r)?;
             for a in src.iter().copied().collect::<BTreeSet<usize>>() {
                 for (what, m) in [("U", m1), ("V", m2)] {
                     let name = factor_leaf(t, a, what);

@@ -75,6 +75,16 @@ pub fn rank_of(opts: &Options, t: &str, m1: usize, m2: usize) -> Result<usize> {
     Ok(if r == 0 { full } else { r })
 }
 
+/// Refuses option `rank_{t}` when it is set (not 0) and differs from `made`,
+/// the rank type `t` of the learngene was made at.
+pub fn check_rank_option(opts: &Options, t: &str, made: usize) -> Result<()> {
+    let want = opts.int(&format!("rank_{t}"))?;
+    if want != 0 && want != made {
+        bail!("rank_{t} = {want}, but the learngene was made at rank {made} (leave rank_{t} unset)");
+    }
+    Ok(())
+}
+
 /// The plain parameterization of `weights`: one trainable leaf per weight, DiT's init.
 pub fn plain(weights: &[WeightSpec]) -> Parameterization {
     let w: Vec<_> = weights.iter().map(|w| (w.name.clone(), w.shape.clone(), w.init.clone())).collect();
