@@ -104,6 +104,19 @@ fn quick_config_runs_every_strategy_and_reuses_finished_work() {
     let (table2, err2) = ok(&["bench", "learngene", "--config", "benches/learngene-quick.ron", "--out", s(&out)]);
     assert!(err2.contains("cached") && err2.contains("done before"), "{err2}");
     assert_eq!(table, table2);
+    // Its results.json, imported into another folder, stands for the runs
+    // there: the report is the same without training anything.
+    let out2 = d.path().join("b2");
+    let results = out.join("results.json");
+    let cache = out.join("cache");
+    let args = ["bench", "learngene", "--config", "benches/learngene-quick.ron", "--out", s(&out2), "--cache", s(&cache)];
+    let (table3, err3) = ok(&[&args[..], &["--import", s(&results), "--report-only"]].concat());
+    assert!(err3.contains("runs taken from"), "{err3}");
+    assert_eq!(table, table3.replace(s(&out2), s(&out)));
+    // The report of another config is refused.
+    let other = config_with(d.path(), r#"(strategy: "scratch")"#);
+    let e = fails(&["bench", "learngene", "--config", s(&other), "--out", s(&out2), "--import", s(&results)]);
+    assert!(e.contains("--import") && e.contains("another config"), "{e}");
 }
 
 fn config_with(d: &Path, rows: &str) -> PathBuf {

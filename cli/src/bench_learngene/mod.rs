@@ -56,6 +56,12 @@ pub struct BenchLearngeneArgs {
     /// partial report says how many of the runs it holds).
     #[arg(long)]
     pub report_only: bool,
+    /// Take the finished runs of another report of this same config (its
+    /// `results.json`, e.g. a piece run elsewhere) as done: each run OUT does
+    /// not hold yet gets its `result.json`. A report of another config is
+    /// refused.
+    #[arg(long, value_name = "RESULTS_JSON")]
+    pub import: Option<PathBuf>,
 }
 
 /// One descendant run's numbers.
@@ -171,6 +177,10 @@ fn run_on<D: Backend>(a: BenchLearngeneArgs, reg: &Registry, dev: D) -> Result<(
         out.display()
     );
 
+    if let Some(file) = &a.import {
+        import(file, &cfg, &names, &out)?;
+    }
+
     // ----- 2. ancestries (cached) -----
     let mut storage = BTreeMap::new();
     let mut ancestry_scores = BTreeMap::new();
@@ -199,7 +209,7 @@ fn run_on<D: Backend>(a: BenchLearngeneArgs, reg: &Registry, dev: D) -> Result<(
                 k += 1;
                 let data = &datasets[p.row.data.as_ref().unwrap_or(&cfg.data)];
                 if a.report_only {
-                    results.extend(finished(&run_dir(&out, &p.row, g, seed)));
+                    results.extend(finished(&run_dir(&out, &p.row.label(), &g.name, seed)));
                     continue;
                 }
                 eprintln!("[{k}/{total_runs}] {} → {} seed {seed}", p.row.label(), g.name);
@@ -391,9 +401,49 @@ fn ancestry<D: Backend>(
     Ok(Some((lg, score)))
 }
 
+/// `--import`: writes the runs of another report of `cfg` (descendant graph
+/// names `sizes`) into `out`'s run folders that have no result yet.
+fn import(file: &Path, cfg: &BenchConfig, sizes: &std::collections::BTreeSet<String>, out: &Path) -> Result<()> {
+    #[derive(Deserialize)]
+    struct Report {
+        config: serde_json::Value,
+        runs: Vec<RunResult>,
+    }
+    let text = std::fs::read_to_string(file).with_context(|| format!("--import: reading {}", file.display()))?;
+    let r: Report = serde_json::from_str(&text)
+        .with_context(|| format!("--import: {} is not a benchmark report's results.json", file.display()))?;
+    if r.config != serde_json::to_value(cfg)? {
+        bail!("--import: {} is the report of another config (its `config` differs from this one's)", file.display());
+    }
+    let mut n = 0;
+    for run in &r.runs {
+        let row = cfg.rows.iter().find(|x| x.label() == run.row);
+        let planned = |x: &&Row| {
+            cfg.seeds.contains(&run.seed)
+                && sizes.contains(&run.size)
+                && (x.sizes.is_empty() || x.sizes.contains(&run.size))
+        };
+        let Some(row) = row.filter(planned) else {
+            bail!("--import: {}: run `{}` {} seed {} is not in this config", file.display(), run.row, run.size, run.seed);
+        };
+        let dir = run_dir(out, &row.label(), &run.size, run.seed);
+        if finished(&dir).is_some() {
+            continue;
+        }
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("clearing the unfinished run {}", dir.display()))?;
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        fine_core::util::fsx::write_atomic(&dir.join("result.json"), serde_json::to_string_pretty(run)?.as_bytes())?;
+        n += 1;
+    }
+    eprintln!("--import: {n} finished runs taken from {}", file.display());
+    Ok(())
+}
+
 /// The folder of one descendant run.
-fn run_dir(out: &Path, row: &Row, g: &Graph, seed: u64) -> PathBuf {
-    out.join("runs").join(format!("{}-{}-s{seed}", sanitize(&row.label()), sanitize(&g.name)))
+fn run_dir(out: &Path, row: &str, size: &str, seed: u64) -> PathBuf {
+    out.join("runs").join(format!("{}-{}-s{seed}", sanitize(row), sanitize(size)))
 }
 
 /// The result of a finished run in `dir`, if any.
@@ -415,7 +465,7 @@ fn descendant<D: Backend>(
 ) -> Result<RunResult> {
     let label = p.row.label();
     let data = p.row.data.clone().unwrap_or_else(|| cfg.data.clone());
-    let dir = run_dir(out, &p.row, g, seed);
+    let dir = run_dir(out, &label, &g.name, seed);
     let result_path = dir.join("result.json");
     if let Some(r) = finished(&dir) {
         eprintln!("  done before: {}", result_path.display());
