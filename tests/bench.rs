@@ -109,7 +109,8 @@ fn quick_config_runs_every_strategy_and_reuses_finished_work() {
     let out2 = d.path().join("b2");
     let results = out.join("results.json");
     let cache = out.join("cache");
-    let args = ["bench", "learngene", "--config", "benches/learngene-quick.ron", "--out", s(&out2), "--cache", s(&cache)];
+    let args =
+        ["bench", "learngene", "--config", "benches/learngene-quick.ron", "--out", s(&out2), "--cache", s(&cache)];
     let (table3, err3) = ok(&[&args[..], &["--import", s(&results), "--report-only"]].concat());
     assert!(err3.contains("runs taken from"), "{err3}");
     assert_eq!(table, table3.replace(s(&out2), s(&out)));

@@ -60,13 +60,13 @@ fn pretrain_on<D: Backend>(a: PretrainArgs, reg: &Registry, dev: D) -> Result<()
     }
     let strategy = reg.strategy(&a.strategy)?;
     let info = strategy.info();
-    let opts = Options::parse(&info, &a.strategy_opts)?;
+    let opts = Options::parse(&info, &a.strategy_opts).context("--strategy-opts")?;
     let g = graph::load::from_file(&a.graph)?;
     let mut cfg = a.config.as_deref().map(load_config).transpose()?.unwrap_or_default();
     a.over.apply(&mut cfg)?;
     let dit = Dit::new(&g);
     let spec = strategy.ancestry(&g, &st::weights_of(&dit), &opts)?;
-    let mut t = Trainer::new(dev, &g, cfg, Some(spec))?;
+    let mut t = Trainer::new(dev, &g, cfg, Some(spec)).with_context(|| format!("--graph {}", a.graph.display()))?;
     t.extra = BTreeMap::from([
         ("strategy".to_string(), info.name.clone()),
         ("strategy_version".to_string(), info.version.clone()),

@@ -96,6 +96,26 @@ fn keep_freed_memory() {
     }
 }
 
+/// Parses the command line. Whatever follows a flag that takes a value is its
+/// value (`--lr -1`, `--cfg -inf`), checked by that flag's parser with the flag
+/// named, not taken for an unknown argument.
+fn parse_args() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    fn negatives(c: clap::Command) -> clap::Command {
+        c.mut_args(|a| {
+            let valued = a.get_long().is_some() && a.get_action().takes_values();
+            if valued {
+                a.allow_hyphen_values(true)
+            } else {
+                a
+            }
+        })
+        .mut_subcommands(negatives)
+    }
+    let matches = negatives(Cli::command()).get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 fn main() {
     // Die quietly on a closed pipe (`fine plugins list | head`) instead of panicking in println!.
     unsafe {
@@ -103,7 +123,7 @@ fn main() {
     }
     keep_freed_memory();
     link_builtins();
-    let cli = Cli::parse();
+    let cli = parse_args();
     run::set_device(cli.device);
     // The command runs on a rayon worker, so the kernels' parallel sections
     // share the pool's threads with the serial work instead of spinning

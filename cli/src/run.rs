@@ -125,7 +125,7 @@ pub fn train_loop<D: Backend>(t: &mut Trainer<D>, dir: &RunDir, until: usize, la
                     Err(_) => "no checkpoint was written".to_string(),
                 };
                 anyhow::bail!(
-                    "`{name}` became non-finite by step {} (learning rate {}): {kept}; lower the learning rate",
+                    "`{name}` became non-finite by step {} (learning rate {}): {kept}; lower the learning rate (`lr`, --lr)",
                     s.step,
                     s.lr
                 );

@@ -1,7 +1,7 @@
 //! `fine sample`: a PNG grid from a trained run.
 
 use crate::run::{self, RunDir};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use fine_core::checkpoint::Checkpoint;
 use fine_core::diffusion::NoiseSchedule;
@@ -75,7 +75,7 @@ fn sample_on<D: fine_core::model::Backend>(
     let sched = NoiseSchedule::new(ck.train.beta_schedule, ck.train.diffusion_steps);
     let steps = a.steps.unwrap_or(sched.len());
     let sampler = reg.sampler(&a.sampler)?;
-    let opts = Options::parse(&sampler.info(), &a.sampler_opts)?;
+    let opts = Options::parse(&sampler.info(), &a.sampler_opts).context("--sampler-opts")?;
     let den = Denoiser { dit: &dit, store: &store, labels: labels.clone(), cfg_scale: a.cfg, chunk: 64 };
     let bar = indicatif::ProgressBar::new(steps as u64);
     let mut eps = |x: &[f32], t: usize| {

@@ -103,7 +103,7 @@ impl Overrides {
             cfg.grad_clip = (c > 0.0).then_some(c);
         }
         if let Some(b) = &self.beta_schedule {
-            cfg.beta_schedule = b.parse()?;
+            cfg.beta_schedule = b.parse().context("--beta-schedule")?;
         }
         Ok(())
     }
@@ -133,7 +133,7 @@ impl Overrides {
 
 /// Reads a `TrainConfig` RON file with `file:line:col` errors.
 pub fn load_config(path: &Path) -> Result<TrainConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+    let text = fine_core::util::fsx::read_input_string(path, "run config")?;
     ron::from_str(&text).map_err(|e| anyhow!("{}:{}:{}: {}", path.display(), e.position.line, e.position.col, e.code))
 }
 
@@ -197,7 +197,7 @@ fn run_on<D: fine_core::model::Backend>(a: TrainArgs, dev: D) -> Result<()> {
             None => TrainConfig::default(),
         };
         a.over.apply(&mut cfg)?;
-        let t = Trainer::new(dev, &g, cfg, None)?;
+        let t = Trainer::new(dev, &g, cfg, None).with_context(|| format!("--graph {}", gpath.display()))?;
         let rd = RunDir(out.clone());
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
         run::write_run_ron(&rd, &t)?;

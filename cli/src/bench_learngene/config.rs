@@ -1,6 +1,6 @@
 //! The configuration of `fine bench learngene` (RON).
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -224,7 +224,7 @@ fn one() -> f32 {
 impl BenchConfig {
     /// Reads a config with `file:line:col` errors and checks the plain facts.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading bench config {}", path.display()))?;
+        let text = fine_core::util::fsx::read_input_string(path, "bench config")?;
         let cfg: BenchConfig = ron::from_str(&text)
             .map_err(|e| anyhow!("{}:{}:{}: {}", path.display(), e.position.line, e.position.col, e.code))?;
         let bad = |m: String| anyhow!("{}: {m}", path.display());

@@ -303,7 +303,7 @@ fn ancestry<D: Backend>(
     report_only: bool,
 ) -> Result<Option<(Learngene, AncestryScore)>> {
     let info = s.info();
-    let opts = Options::parse(&info, &r.ancestry_opts)?;
+    let opts = Options::parse(&info, &r.ancestry_opts).context("ancestry_opts")?;
     let a = &cfg.ancestry;
     let tcfg = TrainConfig {
         ckpt_every: (a.steps / 4).max(1),
@@ -409,7 +409,7 @@ fn import(file: &Path, cfg: &BenchConfig, sizes: &std::collections::BTreeSet<Str
         config: serde_json::Value,
         runs: Vec<RunResult>,
     }
-    let text = std::fs::read_to_string(file).with_context(|| format!("--import: reading {}", file.display()))?;
+    let text = fine_core::util::fsx::read_input_string(file, "--import")?;
     let r: Report = serde_json::from_str(&text)
         .with_context(|| format!("--import: {} is not a benchmark report's results.json", file.display()))?;
     if r.config != serde_json::to_value(cfg)? {
@@ -424,7 +424,13 @@ fn import(file: &Path, cfg: &BenchConfig, sizes: &std::collections::BTreeSet<Str
                 && (x.sizes.is_empty() || x.sizes.contains(&run.size))
         };
         let Some(row) = row.filter(planned) else {
-            bail!("--import: {}: run `{}` {} seed {} is not in this config", file.display(), run.row, run.size, run.seed);
+            bail!(
+                "--import: {}: run `{}` {} seed {} is not in this config",
+                file.display(),
+                run.row,
+                run.size,
+                run.seed
+            );
         };
         let dir = run_dir(out, &row.label(), &run.size, run.seed);
         if finished(&dir).is_some() {

@@ -14,6 +14,7 @@
 use crate::graph::{self, Graph};
 use crate::model::Parameterization;
 use crate::train::TrainConfig;
+use crate::util::crc as crc_meta;
 use anyhow::{anyhow, bail, Context, Result};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::{BTreeMap, HashMap};
@@ -82,6 +83,7 @@ impl Checkpoint {
         meta.insert("train".into(), ron::ser::to_string_pretty(&self.train, Default::default())?);
         meta.insert("parameterization".into(), ron::to_string(&self.spec)?);
         meta.insert("crc32".into(), format!("{:08x}", crc.finalize()));
+        meta.insert(crc_meta::META_KEY.into(), crc_meta::of_meta(&meta));
         let views = named
             .iter()
             .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
@@ -97,7 +99,7 @@ impl Checkpoint {
 
     /// Reads and verifies a checkpoint; every defect is an error naming `path`.
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
+        let bytes = crate::util::fsx::read_input(path, "checkpoint")?;
         Self::from_bytes(&bytes).with_context(|| format!("checkpoint {} is unusable", path.display()))
     }
 
@@ -108,6 +110,7 @@ impl Checkpoint {
         let st = SafeTensors::deserialize(bytes)
             .map_err(|e| anyhow!("not a complete safetensors file (truncated or corrupt): {e}"))?;
         let meta = header.metadata().clone().ok_or_else(|| anyhow!("no metadata: not a fine checkpoint"))?;
+        crc_meta::check_meta(&meta)?;
         let get = |k: &str| meta.get(k).ok_or_else(|| anyhow!("metadata field `{k}` is missing"));
         if get("format")? != FORMAT {
             bail!("format `{}` is not `{FORMAT}`", get("format")?);

@@ -17,7 +17,7 @@
 use crate::data::{self, Dataset, Split};
 use crate::train::optim::{AdamW, AdamWHp};
 use crate::util::fsx::write_atomic;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use nalgebra::{DMatrix, DVector};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -396,7 +396,7 @@ impl Classifier {
     /// Reads a classifier written by [`Classifier::save`]; errors name the file and the defect.
     pub fn load(path: &Path) -> Result<Classifier> {
         let p = path.display();
-        let bytes = std::fs::read(path).with_context(|| format!("reading classifier {p}"))?;
+        let bytes = crate::util::fsx::read_input(path, "classifier")?;
         let st = SafeTensors::deserialize(&bytes).map_err(|e| anyhow!("{p}: not a valid safetensors file ({e})"))?;
         let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| anyhow!("{p}: bad header ({e})"))?;
         let meta = header.metadata().clone().unwrap_or_default();

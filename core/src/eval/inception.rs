@@ -40,7 +40,7 @@
 
 use super::conv::ConvBnRelu;
 use super::ops::{self, Act, OutView};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use safetensors::tensor::{Dtype, SafeTensors};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -180,7 +180,7 @@ impl Inception {
         if !path.exists() {
             bail!("{}: Inception weights not found; {fix}", path.display());
         }
-        let bytes = std::fs::read(path).with_context(|| format!("reading Inception weights {}", path.display()))?;
+        let bytes = crate::util::fsx::read_input(path, "Inception weights")?;
         let st = SafeTensors::deserialize(&bytes)
             .map_err(|e| anyhow!("{}: not a valid safetensors file ({e:?}); {fix}", path.display()))?;
         let (_, header) = SafeTensors::read_metadata(&bytes)

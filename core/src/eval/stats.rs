@@ -15,7 +15,7 @@
 
 use super::frechet::Gaussian;
 use crate::util::fsx::write_atomic;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -40,7 +40,7 @@ pub fn stats_path(cache_dir: &Path, extractor: &str, dataset: &str, split: &str,
 
 /// An identity for a weights file: `<prefix>-<CRC-32 of its bytes>`.
 pub fn file_id(prefix: &str, path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = crate::util::fsx::read_input(path, "weights file")?;
     Ok(format!("{prefix}-{:08x}", crc32fast::hash(&bytes)))
 }
 
@@ -119,7 +119,7 @@ impl FeatureStats {
     /// the checksum and that the file describes `key`; errors name the file.
     pub fn load(path: &Path, key: &StatsKey) -> Result<FeatureStats> {
         let p = path.display();
-        let bytes = std::fs::read(path).with_context(|| format!("reading statistics {p}"))?;
+        let bytes = crate::util::fsx::read_input(path, "statistics")?;
         let st = SafeTensors::deserialize(&bytes).map_err(|e| anyhow!("{p}: not a valid safetensors file ({e})"))?;
         let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| anyhow!("{p}: bad header ({e})"))?;
         let meta = header.metadata().clone().unwrap_or_default();

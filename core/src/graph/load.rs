@@ -7,7 +7,6 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use ron::error::{Error as RonError, SpannedError};
 
 use super::{validate::validate, Graph};
@@ -24,7 +23,7 @@ pub fn from_str(text: &str, origin: &str) -> anyhow::Result<Graph> {
 
 /// Reads, parses and validates a graph file.
 pub fn from_file(path: &Path) -> anyhow::Result<Graph> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read graph file {}", path.display()))?;
+    let text = crate::util::fsx::read_input_string(path, "graph file")?;
     from_str(&text, &path.display().to_string())
 }
 

@@ -45,7 +45,8 @@ impl Lib {
 /// Refuses a file that cannot be a whole shared library before the dynamic
 /// loader maps it (a truncated one would kill the process with SIGBUS): it must
 /// be a regular file with an ELF, Mach-O or PE header, and for ELF every
-/// section and program header the header announces must lie inside the file.
+/// section and program header the header announces, and every loadable
+/// segment, must lie inside the file.
 pub fn check_file(path: &Path) -> Result<()> {
     use std::io::Read;
     let meta = std::fs::metadata(path).with_context(|| format!("plugin library {}", path.display()))?;
@@ -69,6 +70,33 @@ pub fn check_file(path: &Path) -> Result<()> {
             let ends = [phoff.checked_add(phsize * phnum), shoff.checked_add(shsize * shnum)];
             if ends.iter().any(|e| e.map_or(true, |e| e > meta.len())) {
                 return Err(bad(&format!("truncated ({} bytes; its headers reach past the end)", meta.len())));
+            }
+            // Every segment the loader maps must lie inside the file too
+            // (program headers: p_type u32 at 0, p_offset u64 at 8, p_filesz u64 at 32).
+            if phnum == 0 || phsize < 40 {
+                return Err(bad("no usable program headers"));
+            }
+            let mut ph = vec![0u8; (phsize * phnum) as usize]; // ≤ 65535², bounded by the file size above
+            {
+                use std::io::{Seek, SeekFrom};
+                let mut f =
+                    std::fs::File::open(path).with_context(|| format!("reading plugin library {}", path.display()))?;
+                f.seek(SeekFrom::Start(phoff))
+                    .and_then(|_| f.read_exact(&mut ph))
+                    .with_context(|| format!("reading plugin library {}", path.display()))?;
+            }
+            for h in ph.chunks_exact(phsize as usize) {
+                let at = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().expect("8 bytes"));
+                const PT_LOAD: u32 = 1;
+                let end = at(8).checked_add(at(32));
+                if u32::from_le_bytes(h[0..4].try_into().expect("4 bytes")) == PT_LOAD
+                    && end.map_or(true, |e| e > meta.len())
+                {
+                    return Err(bad(&format!(
+                        "truncated ({} bytes; a loadable segment reaches past the end)",
+                        meta.len()
+                    )));
+                }
             }
         }
         [0xcf, 0xfa, 0xed, 0xfe, ..] | [0xca, 0xfe, 0xba, 0xbe, ..] | [b'M', b'Z', ..] => {}

@@ -9,6 +9,7 @@ pub mod pool;
 use crate::data::Dataset;
 use crate::graph::Graph;
 use crate::model::{Backend, Dit, ParamStore, Parameterization};
+use crate::util::crc;
 use anyhow::{anyhow, bail, Context, Result};
 use dfdx::prelude::NoneTape;
 use fine_plugin_api::tensors::{from_safetensors, to_safetensors, Tensor, Tensors};
@@ -119,14 +120,36 @@ pub fn save_learngene(path: &Path, lg: &Learngene) -> Result<()> {
     meta.insert("format".into(), LEARNGENE_FORMAT.into());
     meta.insert("strategy".into(), lg.strategy.clone());
     meta.insert("strategy_version".into(), lg.strategy_version.clone());
+    meta.insert(crc::DATA_KEY.into(), tensors_crc(&lg.tensors));
+    meta.insert(crc::META_KEY.into(), crc::of_meta(&meta));
     crate::util::fsx::write_atomic(path, &to_safetensors(&lg.tensors, &meta)?)
 }
 
-/// Reads a learngene file; every defect is an error naming `path`.
+/// CRC-32 of a learngene's tensors: names, shapes and values, in name order.
+fn tensors_crc(t: &fine_plugin_api::tensors::Tensors) -> String {
+    let mut h = crc32fast::Hasher::new();
+    for (name, t) in t {
+        h.update(name.as_bytes());
+        t.shape.iter().for_each(|d| h.update(&(*d as u64).to_le_bytes()));
+        t.data.iter().for_each(|x| h.update(&x.to_le_bytes()));
+    }
+    format!("{:08x}", h.finalize())
+}
+
+/// Reads a learngene file; every defect is an error naming `path`. Files
+/// written with checksums (data and metadata) are verified.
 pub fn load_learngene(path: &Path) -> Result<Learngene> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading learngene {}", path.display()))?;
+    let bytes = crate::util::fsx::read_input(path, "learngene")?;
     let (tensors, meta) =
         from_safetensors(&bytes).with_context(|| format!("learngene {} is unusable", path.display()))?;
+    let damaged = |e: anyhow::Error| e.context(format!("learngene {} is unusable", path.display()));
+    crc::check_meta(&meta).map_err(damaged)?;
+    if let Some(stored) = meta.get(crc::DATA_KEY) {
+        let computed = tensors_crc(&tensors);
+        if *stored != computed {
+            return Err(damaged(anyhow!("data checksum mismatch (stored {stored}, computed {computed})")));
+        }
+    }
     let get = |k: &str| {
         meta.get(k).cloned().ok_or_else(|| anyhow!("learngene {}: metadata `{k}` is missing", path.display()))
     };

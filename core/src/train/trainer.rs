@@ -69,7 +69,10 @@ pub struct Trainer<D: Backend> {
 /// The error for a loss that is not finite at (0-based) step `s`.
 fn check_finite(loss: f32, s: usize) -> Result<()> {
     if !loss.is_finite() {
-        bail!("loss became {loss} at step {}: lower the learning rate or enable grad_clip", s + 1);
+        bail!(
+            "loss became {loss} at step {}: lower the learning rate (`lr`, --lr) or enable `grad_clip` (--grad-clip)",
+            s + 1
+        );
     }
     Ok(())
 }
@@ -77,7 +80,7 @@ fn check_finite(loss: f32, s: usize) -> Result<()> {
 /// The error for a gradient norm that is not finite at (0-based) step `s`.
 fn check_finite_norm(norm: f64, s: usize) -> Result<()> {
     if !norm.is_finite() {
-        bail!("the gradient norm became {norm} at step {}: lower the learning rate", s + 1);
+        bail!("the gradient norm became {norm} at step {}: lower the learning rate (`lr`, --lr)", s + 1);
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
-//! File-system helpers: atomic writes.
+//! File-system helpers: atomic writes, and bounded reads of the files a user
+//! names.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -44,9 +45,41 @@ pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut std::fs::File) -> R
     Ok(())
 }
 
+/// Reads the whole of a file the user named (`what` says which: "checkpoint",
+/// "graph file", …). Refused before anything is read: a path that is not a
+/// regular file (a FIFO would block forever, a device never ends) and a file
+/// larger than the memory the process may still take.
+pub fn read_input(path: &Path, what: &str) -> Result<Vec<u8>> {
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {what} {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("{what} {}: not a regular file", path.display());
+    }
+    crate::util::mem::check_fits(meta.len() as f64, &format!("reading {what} {}", path.display()))?;
+    std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
+}
+
+/// [`read_input`] of a UTF-8 text file.
+pub fn read_input_string(path: &Path, what: &str) -> Result<String> {
+    String::from_utf8(read_input(path, what)?).map_err(|_| anyhow::anyhow!("{what} {}: not UTF-8 text", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inputs_that_cannot_be_read_whole_are_refused_first() {
+        let e = read_input(Path::new("/dev/zero"), "checkpoint").unwrap_err().to_string();
+        assert!(e.contains("checkpoint /dev/zero: not a regular file"), "{e}");
+        let e = read_input(Path::new("/"), "graph file").unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.ron");
+        std::fs::write(&p, [0xffu8, 0xfe]).unwrap();
+        assert!(read_input_string(&p, "graph file").unwrap_err().to_string().contains("not UTF-8"));
+        std::fs::write(&p, "ok").unwrap();
+        assert_eq!(read_input_string(&p, "graph file").unwrap(), "ok");
+    }
 
     #[test]
     fn a_crash_mid_write_keeps_the_old_file() {

@@ -4,13 +4,26 @@
 
 use anyhow::{bail, Result};
 
-/// Bytes the machine can still hand out (`MemAvailable` of `/proc/meminfo`);
-/// `None` where that cannot be read.
+/// Bytes this process can still be handed: the least of the machine's
+/// `MemAvailable` (`/proc/meminfo`), what its address-space limit (`ulimit -v`)
+/// leaves above its current size, and what its cgroup's `memory.max` leaves
+/// above `memory.current`. `None` where none of them can be read.
 pub fn available() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    let field = |file: &str, key: &str| -> Option<u64> {
+        let text = std::fs::read_to_string(file).ok()?;
+        let line = text.lines().find(|l| l.starts_with(key))?;
+        line[key.len()..].split_whitespace().next()?.parse().ok()
+    };
+    let machine = field("/proc/meminfo", "MemAvailable:").map(|kib| kib * 1024);
+    // `Max address space  <soft> <hard> bytes`; "unlimited" does not parse.
+    let rlimit = field("/proc/self/limits", "Max address space")
+        .map(|lim| lim.saturating_sub(field("/proc/self/status", "VmSize:").unwrap_or(0) * 1024));
+    let cgroup = (|| {
+        let max: u64 = std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok()?.trim().parse().ok()?;
+        let cur: u64 = std::fs::read_to_string("/sys/fs/cgroup/memory.current").ok()?.trim().parse().ok()?;
+        Some(max.saturating_sub(cur))
+    })();
+    [machine, rlimit, cgroup].into_iter().flatten().min()
 }
 
 /// Refuses `bytes` (an estimate, f64 so that it cannot overflow) when it exceeds
@@ -19,7 +32,7 @@ pub fn check_fits(bytes: f64, what: &str) -> Result<()> {
     let Some(avail) = available() else { return Ok(()) };
     if !bytes.is_finite() || bytes > avail as f64 {
         bail!(
-            "{what} needs about {:.1} GiB of memory, the machine has {:.1} GiB available",
+            "{what} needs about {:.1} GiB of memory, {:.1} GiB is available",
             bytes / (1u64 << 30) as f64,
             avail as f64 / (1u64 << 30) as f64
         );

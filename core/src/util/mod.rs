@@ -1,6 +1,7 @@
 //! Utilities: atomic file writes, matrix products, PNG image grids, SVG line plots,
 //! zero-filled buffers.
 
+pub mod crc;
 pub mod fsx;
 pub mod gemm;
 pub mod image;
