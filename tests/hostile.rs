@@ -511,8 +511,10 @@ fn cli_values(f: &mut Fuzz) {
         "--split",
         "--data",
     ];
+    // usize::MAX too, except as --steps (that run would be asked to go on forever).
+    let with_max: Vec<&str> = values.iter().copied().chain(["18446744073709551615"]).collect();
     for flag in train_flags {
-        for v in values {
+        for &v in if flag == "--steps" { &values[..] } else { &with_max[..] } {
             let a = with_flag(&["train", "--graph", t, "--out", o], &[("--steps", "2"), ("--batch", "2")], flag, v);
             f.case("cli", &a, Some(&out), &flag_names(flag), false);
         }
@@ -522,10 +524,10 @@ fn cli_values(f: &mut Fuzz) {
     let g = grid.to_str().unwrap();
     let base = [("--n", "2"), ("--steps", "2"), ("--sampler", "ddim"), ("--out", g)];
     for (flag, vals) in [
-        ("--n", &values[..]),
+        ("--n", &with_max[..]),
         ("--steps", &values[..]),
         ("--cfg", &values[..]),
-        ("--seed", &values[..]),
+        ("--seed", &with_max[..]),
         ("--sampler", &["", "nope", "../x"][..]),
         ("--sampler-opts", &["eta=nan", "eta=inf", "eta=1e400", "eta=", "eta=()", "nope=1", "=", "(", "eta=-1"][..]),
     ] {
@@ -536,7 +538,7 @@ fn cli_values(f: &mut Fuzz) {
             f.case("cli", &a, Some(&out), &names, false);
         }
     }
-    for v in values {
+    for &v in &with_max {
         let a = with_flag(&["eval", "--run", r], &[("--metric", "cfid"), ("--steps", "2")], "--n", v);
         f.case("cli", &a, None, &flag_names("--n"), false);
     }

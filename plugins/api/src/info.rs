@@ -93,7 +93,7 @@ pub struct Options {
 
 fn check(spec: &OptionSpec, v: &Value) -> Result<()> {
     let ok = match (&spec.ty, v) {
-        (OptionType::Float, Value::Number(_)) => true,
+        (OptionType::Float, Value::Number(n)) => n.into_f64().is_finite(),
         (OptionType::Int, Value::Number(n)) => n.as_i64().is_some_and(|i| i >= 0),
         (OptionType::Bool, Value::Bool(_)) => true,
         (OptionType::Text, Value::String(_)) => true,
@@ -103,7 +103,15 @@ fn check(spec: &OptionSpec, v: &Value) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        bail!("option `{}` must be {:?}, got {v:?}", spec.name, spec.ty)
+        let got = ron::to_string(v).unwrap_or_else(|_| format!("{v:?}"));
+        let want = match &spec.ty {
+            OptionType::Float => "a finite number".to_string(),
+            OptionType::Int => "a whole number ≥ 0".to_string(),
+            OptionType::Bool => "true or false".to_string(),
+            OptionType::Text => "text".to_string(),
+            OptionType::Choice(c) => format!("one of {}", c.join(", ")),
+        };
+        bail!("option `{}` must be {want}, got `{got}`", spec.name)
     }
 }
 
@@ -125,6 +133,10 @@ impl Options {
                 let spec = info.options.iter().find(|o| o.name == k);
                 let value = match spec.map(|s| &s.ty) {
                     Some(OptionType::Text | OptionType::Choice(_)) if !v.starts_with('"') => Value::String(v.into()),
+                    // Rust's float syntax, so `nan` and `inf` are numbers (refused as not finite).
+                    Some(OptionType::Float) if v.parse::<f64>().is_ok() => {
+                        Value::Number(v.parse::<f64>().expect("checked").into())
+                    }
                     _ => ron::from_str(v).map_err(|e| anyhow!("option `{k}`: `{v}` is not a value ({e})"))?,
                 };
                 given.insert(k.to_string(), value);
