@@ -9,9 +9,17 @@ fn fine(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fine"))
         .args(args)
         .current_dir(root())
-        .env("FINE_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-cache"))
+        .env("FINE_CACHE_DIR", test_cache("bench-cache"))
         .output()
         .expect("running fine")
+}
+
+/// `$CARGO_TARGET_TMPDIR/<name>-<id of the fine binary>`: what a cache holds
+/// was made by this build (its size and time), never an older one.
+fn test_cache(name: &str) -> PathBuf {
+    let m = std::fs::metadata(env!("CARGO_BIN_EXE_fine")).unwrap();
+    let id = format!("{}-{:?}", m.len(), m.modified().unwrap());
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{:08x}", crc32fast::hash(id.as_bytes())))
 }
 
 fn root() -> PathBuf {

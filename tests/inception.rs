@@ -99,7 +99,8 @@ fn features_match_pytorch_on_four_fashion_mnist_images() {
         let (l2, max) =
             rel_errs(&feats.pool[i * POOL_DIM..(i + 1) * POOL_DIM], &want[i * POOL_DIM..(i + 1) * POOL_DIM]);
         println!("image {i}: pool3 relative error l2 {l2:.2e}, max {max:.2e}");
-        assert!(l2 <= 1e-3 && max <= 1e-3, "image {i}: pool3 relative error l2 {l2:.2e}, max {max:.2e}");
+        // Measured: l2 2.3e-6…4.8e-6, max 1.5e-6…4.3e-6 (f32 sums in another order).
+        assert!(l2 <= 3e-5 && max <= 3e-5, "image {i}: pool3 relative error l2 {l2:.2e}, max {max:.2e}");
     }
 
     let (shape, want) = read_npy_f32(&data_path("inception_mixed6conv7_fashion_mnist_test_0_3.npy"));
@@ -108,7 +109,8 @@ fn features_match_pytorch_on_four_fashion_mnist_images() {
     assert_eq!(spatial.len(), n * SPATIAL_DIM);
     let (l2, max) = rel_errs(&spatial, &want);
     println!("sFID features: relative error l2 {l2:.2e}, max {max:.2e}");
-    assert!(l2 <= 1e-3 && max <= 1e-3, "sFID features: relative error l2 {l2:.2e}, max {max:.2e}");
+    // Measured: l2 5.5e-6, max 6.4e-6.
+    assert!(l2 <= 3e-5 && max <= 3e-5, "sFID features: relative error l2 {l2:.2e}, max {max:.2e}");
 
     // Without spatial features, the same pool3 (batching does not matter).
     let one_by_one = net.with_batch_size(1).with_threads(1);

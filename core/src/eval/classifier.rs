@@ -12,7 +12,7 @@
 //!
 //! Trained classifiers are cached as safetensors under
 //! `${FINE_CACHE_DIR:-~/.cache/fine}/classifier/`, keyed by dataset, image
-//! size and seed (see [`Classifier::cache_path`]).
+//! size, seed and the code (see [`Classifier::cache_path`]).
 
 use crate::data::{self, Dataset, Split};
 use crate::train::optim::{AdamW, AdamWHp};
@@ -316,10 +316,14 @@ impl Classifier {
         )
     }
 
-    /// `DIR/classifier/<dataset>-<c>x<h>x<w>-seed<seed>.safetensors`.
+    /// `DIR/classifier/<dataset>-<c>x<h>x<w>-seed<seed>-<code>.safetensors`,
+    /// `<code>` the CRC-32 of this file's source (the network and its
+    /// training): a classifier cached by other code is never reused.
     pub fn cache_path(cache_dir: &Path, dataset: &str, shape: (usize, usize, usize), seed: u64) -> PathBuf {
         let (c, h, w) = shape;
-        cache_dir.join("classifier").join(format!("{}-{c}x{h}x{w}-seed{seed}.safetensors", sanitize(dataset)))
+        let code = crc32fast::hash(include_bytes!("classifier.rs"));
+        let name = format!("{}-{c}x{h}x{w}-seed{seed}-{code:08x}.safetensors", sanitize(dataset));
+        cache_dir.join("classifier").join(name)
     }
 
     /// The cached classifier of `dataset` for `seed`, training (and caching)
