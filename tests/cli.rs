@@ -195,8 +195,13 @@ fn bench_step_prints_one_json_line() {
     let out = ok(&["bench", "parity", "--graph", TINY, "--steps", "2"]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(
-        (v["ok"].as_bool(), v["grad_rel"].as_f64(), v["step_loss_rel"].as_array().map(Vec::len)),
-        (Some(true), Some(0.0), Some(2)),
+        (
+            v["ok"].as_bool(),
+            v["grad_rel"].as_f64(),
+            v["step_loss_rel"].as_array().map(Vec::len),
+            v["same_kernels"].as_bool()
+        ),
+        (Some(true), Some(0.0), Some(2), Some(true)),
         "{v}"
     );
     assert!(v["forward_rel"].as_f64() == Some(0.0) && v["params_rel_after_steps"].as_f64().unwrap() < 1e-4, "{v}");

@@ -148,7 +148,10 @@ fn tleg_pipeline_and_misfits() {
     let d = tempfile::tempdir().unwrap();
     let d = d.path();
     let (lg, l) = ancestry(d, "tleg", 2, "");
-    let ck = descendant(d, &lg, 3, &[]);
+    // TLEG has no initialization phase: a requested one is not run (the same rule as
+    // `fine bench learngene`'s `init.steps`), so the weights are TLEG's formula exactly.
+    let ck = descendant(d, &lg, 3, &["--init-steps", "5"]);
+    assert_eq!(ck.extra["init_steps"], "0");
     for i in 0..3 {
         for p in ["mlp.fc1.weight", "attn.proj.bias"] {
             let (b, dl) = (&l.tensors[&format!("tleg.{p}.base")].data, &l.tensors[&format!("tleg.{p}.delta")].data);

@@ -358,7 +358,10 @@ fn init_on<D: Backend>(a: InitArgs, reg: &Registry, dev: D) -> Result<()> {
     let (dit, desc) = st::build_descendant(strategy, &lg, &target, &opts, probe_data, cfg.seed)
         .with_context(|| format!("building a descendant of {} from {}", target.name, a.learngene.display()))?;
     let g = dit.graph.clone();
-    let init_steps = a.init_steps.unwrap_or(desc.init_steps);
+    let init_steps = st::init_phase_steps(a.init_steps, desc.init_steps);
+    if a.init_steps.is_some_and(|n| n > 0) && init_steps == 0 {
+        eprintln!("note: `{}` has no initialization phase; --init-steps is not used", info.name);
+    }
     cfg.steps = init_steps.max(1);
     cfg.ckpt_every = cfg.steps;
     let store = st::descendant_store(dev, &dit, &desc, cfg.seed)?;

@@ -488,9 +488,7 @@ fn descendant<D: Backend>(
         (Some(lg), Some(s)) => {
             let opts = &crate::learngene::seeded_options(&s.info(), &p.row.opts, seed)?;
             let (dit, d) = st::build_descendant(s, lg, g, opts, || Ok(train_data.clone()), seed)?;
-            // `init.steps` sets the length of a strategy's initialization phase;
-            // a strategy without one (init_steps 0) goes straight to training.
-            let init_steps = if d.init_steps == 0 { 0 } else { cfg.init.steps.unwrap_or(d.init_steps) };
+            let init_steps = st::init_phase_steps(cfg.init.steps, d.init_steps);
             let mut store = st::descendant_store(dev.clone(), &dit, &d, seed)?;
             let trainable = if init_steps > 0 { store.num_trainable() } else { 0 };
             if init_steps > 0 {

@@ -68,6 +68,19 @@ pub fn build_descendant(
     Ok((dit, d))
 }
 
+/// Steps of a descendant's initialization phase: `requested` (a flag or a
+/// benchmark's `init.steps`) or else the strategy's own choice; a strategy
+/// without an initialization phase (`strategy_steps` 0) goes straight to
+/// ordinary training whatever was requested. `fine init` and `fine bench
+/// learngene` both follow this rule.
+pub fn init_phase_steps(requested: Option<usize>, strategy_steps: usize) -> usize {
+    if strategy_steps == 0 {
+        0
+    } else {
+        requested.unwrap_or(strategy_steps)
+    }
+}
+
 /// Builds a descendant's store: leaves drawn from their `Init` with `seed`,
 /// then every value the strategy provided put in place (shapes checked).
 pub fn descendant_store<D: Backend>(dev: D, dit: &Dit, d: &Descendant, seed: u64) -> Result<ParamStore<D>> {

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Mutation testing with cargo-mutants over the code whose bugs the suite must
+# catch: samplers, noise and learning-rate schedules, the loss, guidance, the
+# optimizer and the benchmark report. Each mutant (an operator flipped, a
+# function body replaced) is built and tested; one that no test fails on is
+# "missed". Too slow for CI (a rebuild per mutant); run before changing these
+# files' tests and after large changes. Results: target/mutants/<group>/mutants.out
+# (missed.txt, caught.txt, unviable.txt, timeout.txt); the review of every
+# missed mutant is in docs/results/mutants.md.
+#
+#   scripts/mutants.sh                 # every group
+#   scripts/mutants.sh samplers report # some groups
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v cargo-mutants >/dev/null || cargo install cargo-mutants --locked
+run() {
+    local name=$1
+    shift
+    mkdir -p "target/mutants/$name"
+    # Exit 2 (some mutants missed) and 3 (some timed out) are results, not failures.
+    cargo mutants --no-shuffle -j1 --output "target/mutants/$name" "$@" || {
+        rc=$?
+        [ $rc -eq 2 ] || [ $rc -eq 3 ] || exit $rc
+    }
+    echo "== $name: $(wc -l <"target/mutants/$name/mutants.out/missed.txt") missed, $(wc -l <"target/mutants/$name/mutants.out/caught.txt") caught"
+}
+for g in "${@:-samplers schedules guidance report}"; do
+    for g in $g; do
+        case $g in
+        samplers)
+            run samplers -f plugins/sampler-ddpm/src/lib.rs -f plugins/sampler-ddim/src/lib.rs \
+                -f plugins/sampler-euler/src/lib.rs -f plugins/sampler-dpm-solver/src/lib.rs
+            ;;
+        schedules) # the learning-rate schedule, the noise schedule, the loss, AdamW: fine-core's unit tests
+            run schedules -f core/src/train/config.rs -f core/src/diffusion/schedule.rs -f core/src/train/loss.rs \
+                -f core/src/train/optim.rs --cargo-test-arg=--lib
+            ;;
+        guidance)
+            run guidance -f core/src/sample/mod.rs --cargo-test-arg=--lib
+            ;;
+        report) # the benchmark's table, means and paired differences: the cli crate's unit tests
+            run report -f cli/src/bench_learngene/report.rs --cargo-test-arg=--bin --cargo-test-arg=fine
+            ;;
+        *)
+            echo "unknown group $g (samplers, schedules, guidance, report)" >&2
+            exit 1
+            ;;
+        esac
+    done
+done
