@@ -5,11 +5,11 @@
 //! every block parameter (attention qkv/proj, MLP fc1/fc2 and the adaLN
 //! modulation linear, weights and biases), so a stage is one block applied
 //! several times. Embeddings and the final layer are ordinary leaves. Option
-//! `stages` gives the stage sizes (`3,3,4,3,3`, the paper's 16-layer example;
+//! `stages` gives the stage sizes (`3:3:4:3:3`, the paper's 16-layer example;
 //! they must sum to the ancestry depth). Default (not fixed by the paper, which
 //! only shows 16 = 3+3+4+3+3): S = max(1, round(L/3)) stages of about three
 //! blocks, sizes differing by at most one, the larger ones in the middle
-//! (16 → 3,3,4,3,3, 12 → 3,3,3,3, 6 → 3,3, 4 → 4). The leaves start from DiT's
+//! (16 → 3:3:4:3:3, 12 → 3:3:3:3, 6 → 3:3, 4 → 4). The leaves start from DiT's
 //! initialization of the weight they stand for (adaLN-Zero included).
 //!
 //! *Training.* The paper trains the auxiliary model by soft distillation from a
@@ -23,7 +23,7 @@
 //! **Descendant.** A plain DiT of depth L_d (same width, patch size and
 //! classes) whose block i is a copy of stage `src(i)`'s block; embeddings and
 //! final layer are copied. Option `layers_source` lists src(i) for every block
-//! (`0,0,0,1,1,1,2,2,3,3,4,4`, the paper's 12-layer descendant; its length must
+//! (`0:0:0:1:1:1:2:2:3:3:4:4`, the paper's 12-layer descendant; its length must
 //! be L_d and every entry < S). Default (the paper gives only examples): block i
 //! takes the stage containing ancestry block ⌊(i+½)·L/L_d⌋, i.e. the L_d blocks
 //! are spread over the stages in proportion to the stage sizes (each stage gets
@@ -166,7 +166,7 @@ impl Strategy for Sws {
                     "stages",
                     OptionType::Text,
                     "\"\"",
-                    "ancestry stage sizes, e.g. 3,3,4,3,3 (sum = ancestry depth); empty: about 3 blocks per stage",
+                    "ancestry stage sizes, e.g. 3:3:4:3:3 (sum = ancestry depth); empty: about 3 blocks per stage",
                 ),
                 OptionSpec::new(
                     "layers_source",
