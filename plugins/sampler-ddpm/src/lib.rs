@@ -187,5 +187,18 @@ mod tests {
             let err = x.iter().zip(&x0).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             assert!(err < 1e-3, "{opts:?} K={steps}: last step {err} from x₀");
         }
+        // The last step adds no noise with either variance (β at that step is ≥ 1e-4, so
+        // noise there would put the result ≥ 0.01·|z| from x₀).
+        for steps in [1000, 50] {
+            let mut eps = |x: &[f32], t: usize| {
+                let a = ab[t];
+                Ok(x.iter().zip(&x0).map(|(x, x0)| (x - a.sqrt() as f32 * x0) / (1.0 - a).sqrt() as f32).collect())
+            };
+            let ctx = SamplerContext { alphas_cumprod: &ab, steps, clip_denoised: true };
+            let opts = Options::parse(&Ddpm.info(), "variance=large").unwrap();
+            let x = Ddpm.sample(&ctx, &opts, x_t.clone(), &mut eps, 5).unwrap();
+            let err = x.iter().zip(&x0).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(err < 1e-3, "variance=large K={steps}: last step {err} from x₀");
+        }
     }
 }

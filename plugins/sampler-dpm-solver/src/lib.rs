@@ -312,6 +312,19 @@ mod tests {
         assert_close(&run_toy("spacing=linspace,lower_order_final=false", 10, false).1, &off, 1e-5, "linspace");
     }
 
+    /// `lower_order_final` acts as diffusers' `len(timesteps) < 15` does on the K − 1
+    /// timesteps it solves over before the step onto t = 0 (see the reference test above):
+    /// at 14 and 15 steps it changes the result, at 16 it does not (linspace spacing, whose
+    /// last step lands on t = 0, where the option matters).
+    #[test]
+    fn lower_order_final_applies_below_15_steps() {
+        for (steps, acts) in [(14, true), (15, true), (16, false)] {
+            let on = run_toy("spacing=linspace", steps, false).1;
+            let off = run_toy("spacing=linspace,lower_order_final=false", steps, false).1;
+            assert_eq!(on != off, acts, "{steps} steps: lower_order_final acts = {}", on != off);
+        }
+    }
+
     /// With the exact ε of a one-point data set the solver must land on that point.
     #[test]
     fn oracle_denoiser_recovers_the_data_point() {
