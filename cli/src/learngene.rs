@@ -188,7 +188,7 @@ pub fn extract_with(
     opts: &Options,
 ) -> Result<fine_plugin_api::Learngene> {
     let opts = opts.clone();
-    let init_share = ck.train.ema_decay.powf(ck.step as f64);
+    let init_share = ck.train.ema_init_share(ck.step as u64);
     if !no_ema && init_share > 0.05 {
         eprintln!(
             "warning: the EMA (decay {}) of {} steps still holds {:.0} % of the initial weights; \

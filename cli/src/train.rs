@@ -71,9 +71,12 @@ pub struct Overrides {
     /// Cosine decay to this learning rate after warmup (default: constant).
     #[arg(long)]
     pub cosine_min_lr: Option<f64>,
-    /// EMA decay.
+    /// EMA decay (the cap of the EMA warmup).
     #[arg(long)]
     pub ema_decay: Option<f64>,
+    /// EMA warmup, decay min(ema_decay, (1+s)/(10+s)) at update s: true (default) | false.
+    #[arg(long)]
+    pub ema_warmup: Option<bool>,
     /// Gradient-norm clip (0 disables).
     #[arg(long)]
     pub grad_clip: Option<f64>,
@@ -89,7 +92,7 @@ impl Overrides {
     /// Applies the flags that were given to `cfg`.
     pub fn apply(&self, cfg: &mut TrainConfig) -> Result<()> {
         macro_rules! set { ($($f:ident),*) => { $( if let Some(v) = &self.$f { cfg.$f = v.clone(); } )* } }
-        set!(data, split, steps, batch, seed, lr, warmup, ema_decay, ckpt_every);
+        set!(data, split, steps, batch, seed, lr, warmup, ema_decay, ema_warmup, ckpt_every);
         if let Some(n) = self.subset {
             cfg.subset = Some(n);
         }
@@ -121,6 +124,7 @@ impl Overrides {
             (o.warmup.is_some(), "--warmup"),
             (o.cosine_min_lr.is_some(), "--cosine-min-lr"),
             (o.ema_decay.is_some(), "--ema-decay"),
+            (o.ema_warmup.is_some(), "--ema-warmup"),
             (o.grad_clip.is_some(), "--grad-clip"),
             (o.beta_schedule.is_some(), "--beta-schedule"),
             (o.ckpt_every.is_some(), "--ckpt-every"),

@@ -68,6 +68,10 @@ pub struct Ancestry {
     /// EMA decay (the learngene is extracted from the EMA weights).
     #[serde(default = "default_ema")]
     pub ema_decay: f64,
+    /// EMA warmup (`TrainConfig::ema_warmup`); off by default, as the
+    /// benchmarks' ancestries were trained before it existed.
+    #[serde(default)]
+    pub ema_warmup: bool,
     /// Seed of the ancestry run.
     #[serde(default)]
     pub seed: u64,

@@ -285,11 +285,13 @@ impl<D: Backend> Trainer<D> {
         if let Some(c) = self.cfg.grad_clip {
             optim::clip(&mut grads, grad_norm, c);
         }
+        // `opt.t` already counts this step: the EMA's update index is t − 1.
+        let ema_decay = self.cfg.ema_decay_at(self.opt.t - 1);
         for (name, g) in &grads {
             let leaf = self.store.leaf(name)?;
             let (mut v, hp) = (crate::model::store::flat_values(&leaf.value), scaled(hp, leaf.lr_scale));
             self.opt.update(name, &mut v, g, hp, self.opt.t);
-            ema::update(&mut self.ema, name, &v, self.cfg.ema_decay);
+            ema::update(&mut self.ema, name, &v, ema_decay);
             self.store.set(name, v)?;
         }
         Ok((loss, grad_norm))
@@ -314,11 +316,12 @@ impl<D: Backend> Trainer<D> {
             Some(c) if c / (grad_norm + 1e-6) < 1.0 => (c / (grad_norm + 1e-6)) as f32, // as optim::clip
             _ => 1.0,
         };
+        let ema_decay = self.cfg.ema_decay_at(self.opt.t - 1);
         let state =
             self.on_device.get_or_insert_with(|| optim::DeviceState::upload(&self.store.dev, &self.opt, &self.ema));
         for (name, g) in &grads {
             let hp = scaled(hp, self.store.leaf(name)?.lr_scale);
-            state.update(name, self.store.value_mut(name)?, g, scale, hp, self.opt.t, self.cfg.ema_decay)?;
+            state.update(name, self.store.value_mut(name)?, g, scale, hp, self.opt.t, ema_decay)?;
         }
         Ok((loss, grad_norm))
     }
