@@ -337,6 +337,39 @@ fn run_folders_are_locked_and_restarts_keep_their_own_metrics() {
     assert_eq!(losses(&run).len(), 3);
 }
 
+/// Ctrl-C (SIGINT) during training writes the checkpoint of the step it reached, the loss
+/// plot and a resume hint, exits 130, and the run resumes from there.
+#[test]
+fn ctrl_c_writes_a_final_checkpoint_and_says_how_to_resume() {
+    let d = tempfile::tempdir().unwrap();
+    let run = d.path().join("r");
+    let child = Command::new(env!("CARGO_BIN_EXE_fine"))
+        .args(["train", "--graph", TINY, "--out", s(&run), "--steps", "1000000", "--batch", "4"])
+        .args(["--ckpt-every", "1000000"])
+        .current_dir(root())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it trains (metrics appear), then interrupt it.
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(run.join("metrics.jsonl")).map_or(true, |m| m.lines().count() < 20) {
+        assert!(t0.elapsed().as_secs() < 60, "the run never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let st = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted at step") && err.contains(&format!("fine train --resume {}", s(&run))), "{err}");
+    let ck = fine_core::checkpoint::Checkpoint::load(&run.join("checkpoint.safetensors")).unwrap();
+    assert!(ck.step >= 20 && err.contains(&format!("interrupted at step {}", ck.step)), "step {}: {err}", ck.step);
+    assert!(run.join("loss.svg").exists() && !run.join(".lock").exists());
+    let next = (ck.step + 3).to_string();
+    ok(&["train", "--resume", s(&run), "--steps", &next]);
+    assert_eq!(losses(&run).len(), ck.step + 3);
+}
+
 #[test]
 fn bad_data_and_configs_are_clear_errors() {
     let d = tempfile::tempdir().unwrap();

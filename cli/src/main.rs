@@ -124,6 +124,7 @@ fn main() {
     keep_freed_memory();
     link_builtins();
     let cli = parse_args();
+    run::catch_interrupts();
     run::set_device(cli.device);
     // The command runs on a rayon worker, so the kernels' parallel sections
     // share the pool's threads with the serial work instead of spinning
@@ -148,6 +149,10 @@ fn main() {
         })
     });
     if let Err(e) = result {
+        if let Some(i) = e.chain().find_map(|c| c.downcast_ref::<run::Interrupted>()) {
+            eprintln!("{i}");
+            std::process::exit(130);
+        }
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

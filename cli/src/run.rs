@@ -48,6 +48,45 @@ pub fn device() -> DeviceSpec {
     DEVICE.get().copied().unwrap_or_default()
 }
 
+/// Set by the first Ctrl-C (SIGINT) while a training loop runs: the loop writes
+/// a checkpoint of the step it is at and stops. Outside training, or at a
+/// second Ctrl-C, the process ends at once (exit 130).
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Whether a training loop is running ([`train_loop`]).
+static TRAINING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Installs the Ctrl-C handler ([`INTERRUPTED`]); `main` calls it once.
+pub fn catch_interrupts() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let _ = ctrlc::set_handler(|| {
+        if !TRAINING.load(SeqCst) || INTERRUPTED.swap(true, SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: stopping after this step (Ctrl-C again to quit at once, without a checkpoint)");
+    });
+}
+
+/// A run stopped by Ctrl-C after writing the checkpoint of `step` into `dir`.
+#[derive(Debug)]
+pub struct Interrupted {
+    pub step: usize,
+    pub dir: PathBuf,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = self.dir.display();
+        write!(
+            f,
+            "interrupted at step {}: its checkpoint is {d}/checkpoint.safetensors; `fine train --resume {d}` \
+             continues it (`fine init` and `fine bench learngene`: run the same command again)",
+            self.step
+        )
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
 /// The CPU device, for work that stays on the host whatever `--device` says.
 pub fn cpu() -> fine_core::model::store::CpuDevice {
     Default::default()
@@ -84,6 +123,7 @@ pub fn truncate_metrics(dir: &RunDir, step: usize) -> Result<()> {
 /// checkpoints every `ckpt_every` steps and at the end, then the loss plot.
 pub fn train_loop<D: Backend>(t: &mut Trainer<D>, dir: &RunDir, until: usize, label: &str) -> Result<()> {
     let _lock = RunLock::take(dir)?;
+    let _training = Training::start();
     // Lines past the step the run starts from were written by a process that died
     // before its next checkpoint (or before its first one): they are not this run's.
     truncate_metrics(dir, t.step)?;
@@ -116,7 +156,8 @@ pub fn train_loop<D: Backend>(t: &mut Trainer<D>, dir: &RunDir, until: usize, la
         if bar.is_hidden() && (done % report_every == 0 || t.step == until) {
             eprintln!("{label} step {}/{} loss {:.4} ({:.2} it/s)", s.step, until, s.loss, it_s);
         }
-        if s.step % t.cfg.ckpt_every == 0 || t.step == until {
+        let interrupted = INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst);
+        if s.step % t.cfg.ckpt_every == 0 || t.step == until || interrupted {
             metrics.flush()?;
             let ck = t.checkpoint();
             if let Some(name) = ck.first_non_finite() {
@@ -132,10 +173,31 @@ pub fn train_loop<D: Backend>(t: &mut Trainer<D>, dir: &RunDir, until: usize, la
             }
             ck.save(&dir.checkpoint())?;
         }
+        if interrupted {
+            bar.abandon();
+            write_loss_plot(dir, label)?;
+            return Err(Interrupted { step: s.step, dir: dir.0.clone() }.into());
+        }
     }
     bar.finish();
     write_loss_plot(dir, label)?;
     Ok(())
+}
+
+/// Marks a training loop as running while it lives ([`TRAINING`]).
+struct Training;
+
+impl Training {
+    fn start() -> Self {
+        TRAINING.store(true, std::sync::atomic::Ordering::SeqCst);
+        Training
+    }
+}
+
+impl Drop for Training {
+    fn drop(&mut self) {
+        TRAINING.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// `DIR/.lock`: one process at a time trains in a run folder. Holds the pid; a
