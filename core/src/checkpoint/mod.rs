@@ -105,10 +105,11 @@ impl Checkpoint {
 
     /// Parses and verifies checkpoint bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let (_, header) = SafeTensors::read_metadata(bytes)
-            .map_err(|e| anyhow!("not a complete safetensors file (truncated or corrupt): {e}"))?;
-        let st = SafeTensors::deserialize(bytes)
-            .map_err(|e| anyhow!("not a complete safetensors file (truncated or corrupt): {e}"))?;
+        let bad = |e: safetensors::SafeTensorError| {
+            anyhow!("not a usable safetensors file: {}", fine_plugin_api::tensors::explain(&e))
+        };
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(bad)?;
+        let st = SafeTensors::deserialize(bytes).map_err(bad)?;
         let meta = header.metadata().clone().ok_or_else(|| anyhow!("no metadata: not a fine checkpoint"))?;
         crc_meta::check_meta(&meta)?;
         let get = |k: &str| meta.get(k).ok_or_else(|| anyhow!("metadata field `{k}` is missing"));
@@ -120,7 +121,7 @@ impl Checkpoint {
         let mut crc = crc32fast::Hasher::new();
         let mut maps: BTreeMap<&str, BTreeMap<String, Vec<f32>>> = BTreeMap::new();
         for n in &names {
-            let t = st.tensor(n)?;
+            let t = st.tensor(n).map_err(|e| anyhow!("tensor `{n}`: {}", fine_plugin_api::tensors::explain(&e)))?;
             if t.dtype() != Dtype::F32 {
                 bail!("tensor `{n}` has dtype {:?}, expected F32", t.dtype());
             }

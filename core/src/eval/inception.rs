@@ -181,10 +181,15 @@ impl Inception {
             bail!("{}: Inception weights not found; {fix}", path.display());
         }
         let bytes = crate::util::fsx::read_input(path, "Inception weights")?;
-        let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| anyhow!("{}: not a valid safetensors file ({e:?}); {fix}", path.display()))?;
-        let (_, header) = SafeTensors::read_metadata(&bytes)
-            .map_err(|e| anyhow!("{}: not a valid safetensors file ({e:?}); {fix}", path.display()))?;
+        let bad = |e: safetensors::SafeTensorError| {
+            anyhow!(
+                "{}: not a usable safetensors file: {}; {fix}",
+                path.display(),
+                fine_plugin_api::tensors::explain(&e)
+            )
+        };
+        let st = SafeTensors::deserialize(&bytes).map_err(bad)?;
+        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(bad)?;
         let meta = header.metadata().clone().unwrap_or_default();
         let specs = architecture();
         let f32s = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {

@@ -120,8 +120,11 @@ impl FeatureStats {
     pub fn load(path: &Path, key: &StatsKey) -> Result<FeatureStats> {
         let p = path.display();
         let bytes = crate::util::fsx::read_input(path, "statistics")?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| anyhow!("{p}: not a valid safetensors file ({e})"))?;
-        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| anyhow!("{p}: bad header ({e})"))?;
+        let bad = |e: safetensors::SafeTensorError| {
+            anyhow!("{p}: not a usable safetensors file: {}", fine_plugin_api::tensors::explain(&e))
+        };
+        let st = SafeTensors::deserialize(&bytes).map_err(bad)?;
+        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(bad)?;
         let meta = header.metadata().clone().unwrap_or_default();
         let get = |k: &str| meta.get(k).cloned().ok_or_else(|| anyhow!("{p}: metadata field {k:?} is missing"));
         if get("format")? != FORMAT {

@@ -40,10 +40,37 @@ pub fn to_safetensors(t: &Tensors, meta: &BTreeMap<String, String>) -> Result<Ve
     Ok(safetensors::serialize(views, &Some(meta))?)
 }
 
+/// What a safetensors decoding error means, in words (the crate's own
+/// `Display` is its variant name, e.g. `HeaderTooSmall`).
+pub fn explain(e: &safetensors::SafeTensorError) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::HeaderTooSmall => "shorter than the 8 bytes of its header length (truncated)".into(),
+        E::InvalidHeaderLength => "its header length points past the end of the file (truncated or corrupt)".into(),
+        E::HeaderTooLarge => "its header length is over 100 MB (corrupt)".into(),
+        E::InvalidHeader => "its header is not UTF-8 text (corrupt)".into(),
+        E::InvalidHeaderStart => "its header does not start with `{` (not a safetensors file)".into(),
+        E::InvalidHeaderDeserialization => "its header is not valid JSON (corrupt)".into(),
+        E::JsonError(j) => format!("its header is not valid JSON ({j})"),
+        E::MetadataIncompleteBuffer => {
+            "its tensor data does not end where the header says (truncated or corrupt)".into()
+        }
+        E::TensorInvalidInfo => "a tensor's dtype, shape and byte range disagree (corrupt)".into(),
+        E::InvalidOffset(n) => format!("the byte range of tensor `{n}` is invalid (corrupt)"),
+        E::ValidationOverflow => "a tensor's shape overflows (corrupt)".into(),
+        E::TensorNotFound(n) => format!("it has no tensor `{n}`"),
+        E::InvalidTensorView(dtype, shape, len) => {
+            format!("a {dtype:?} tensor of shape {shape:?} does not fit in {len} bytes")
+        }
+        E::IoError(io) => format!("it cannot be read ({io})"),
+    }
+}
+
 /// Decodes safetensors bytes (f32 tensors only) and their metadata.
 pub fn from_safetensors(bytes: &[u8]) -> Result<(Tensors, BTreeMap<String, String>)> {
-    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| anyhow!("not a complete safetensors file: {e}"))?;
-    let st = SafeTensors::deserialize(bytes).map_err(|e| anyhow!("not a complete safetensors file: {e}"))?;
+    let (_, header) =
+        SafeTensors::read_metadata(bytes).map_err(|e| anyhow!("not a usable safetensors file: {}", explain(&e)))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| anyhow!("not a usable safetensors file: {}", explain(&e)))?;
     let mut out = Tensors::new();
     for (name, view) in st.tensors() {
         if view.dtype() != Dtype::F32 {
