@@ -8,7 +8,7 @@
 # (missed.txt, caught.txt, unviable.txt, timeout.txt); the review of every
 # missed mutant is in docs/results/mutants.md.
 #
-#   scripts/mutants.sh                 # every group
+#   scripts/mutants.sh                 # every group (samplers, schedules, guidance, optimizer, report)
 #   scripts/mutants.sh samplers report # some groups
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,25 +24,29 @@ run() {
     }
     echo "== $name: $(wc -l <"target/mutants/$name/mutants.out/missed.txt") missed, $(wc -l <"target/mutants/$name/mutants.out/caught.txt") caught"
 }
-for g in "${@:-samplers schedules guidance report}"; do
+for g in "${@:-samplers schedules guidance optimizer report}"; do
     for g in $g; do
         case $g in
         samplers)
             run samplers -f plugins/sampler-ddpm/src/lib.rs -f plugins/sampler-ddim/src/lib.rs \
                 -f plugins/sampler-euler/src/lib.rs -f plugins/sampler-dpm-solver/src/lib.rs
             ;;
-        schedules) # the learning-rate schedule, the noise schedule, the loss, AdamW: fine-core's unit tests
-            run schedules -f core/src/train/config.rs -f core/src/diffusion/schedule.rs -f core/src/train/loss.rs \
-                -f core/src/train/optim.rs --cargo-test-arg=--lib
+        schedules) # the learning-rate and EMA schedules, the forward process: fine-core's unit tests
+            run schedules -f core/src/train/config.rs -f core/src/diffusion/schedule.rs \
+                -F 'lr_at|ema_decay_at|ema_init_share|add_noise|from_betas' --cargo-test-arg=--lib
             ;;
-        guidance)
-            run guidance -f core/src/sample/mod.rs --cargo-test-arg=--lib
+        optimizer) # AdamW, clipping, the EMA update, the loss
+            run optimizer -f core/src/train/optim.rs -f core/src/train/ema.rs -f core/src/train/loss.rs \
+                -F 'AdamW::update|clip|global_norm|ema.rs.*update|eps_mse' --cargo-test-arg=--lib
+            ;;
+        guidance) # classifier-free guidance in the denoiser
+            run guidance -f core/src/sample/mod.rs -F 'Denoiser.*::eps' --cargo-test-arg=--lib
             ;;
         report) # the benchmark's table, means and paired differences: the cli crate's unit tests
             run report -f cli/src/bench_learngene/report.rs --cargo-test-arg=--bin --cargo-test-arg=fine
             ;;
         *)
-            echo "unknown group $g (samplers, schedules, guidance, report)" >&2
+            echo "unknown group $g (samplers, schedules, guidance, optimizer, report)" >&2
             exit 1
             ;;
         esac
