@@ -108,6 +108,10 @@ fn quick_config_runs_every_strategy_and_reuses_finished_work() {
     }
     let png = image::open(out.join("curve-fmnist-tiny-d3.png")).unwrap();
     assert!(png.width() > 100);
+    let bars = std::fs::read_to_string(out.join("bars-fmnist-tiny-d3.svg")).unwrap();
+    assert!(bars.contains("scratch") && bars.contains("stitch"), "{bars}");
+    let grid = image::open(out.join("runs/fine-fmnist-tiny-d3-s1/samples.png")).unwrap();
+    assert_eq!(grid.width(), 2 + 10 * (84 + 2), "10 classes of 28-px samples at 3×");
     // A second invocation finds the ancestries and the finished runs.
     let (table2, err2) = ok(&["bench", "learngene", "--config", "benches/learngene-quick.ron", "--out", s(&out)]);
     assert!(err2.contains("cached") && err2.contains("done before"), "{err2}");

@@ -112,7 +112,8 @@ fn training_loss_decreases_on_real_data_and_sampling_writes_a_grid() {
     let png = d.path().join("grid.png");
     ok(&["sample", "--run", s(&run), "--n", "6", "--steps", "8", "--out", s(&png), "--cfg", "2.0"]);
     let img = image::open(&png).unwrap();
-    assert_eq!((img.width(), img.height()), (6 * 30 + 2, 30 + 2));
+    // 28-px tiles shown at 3× (84 px) with 2-px padding.
+    assert_eq!((img.width(), img.height()), (6 * 86 + 2, 86 + 2));
     assert!(fails(&["sample", "--run", s(&run), "--n", "2", "--class", "10", "--out", s(&png)]).contains("--class 10"));
     assert!(fails(&["sample", "--run", s(&run), "--n", "2", "--sampler", "nope", "--out", s(&png)])
         .contains("unknown sampler"));

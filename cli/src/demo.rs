@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use fine_core::graph;
 use fine_core::train::{LrSchedule, TrainConfig, Trainer};
-use fine_core::util::image::save_grid_png;
+use fine_core::util::image::{display_scale, save_grid_png_scaled};
 use std::path::PathBuf;
 
 /// The demo graph, shipped in the binary so the demo needs no files.
@@ -86,7 +86,8 @@ fn run_on<D: fine_core::model::Backend>(a: DemoArgs, reg: &fine_core::plugin::Re
     };
     eprintln!("demo: sampling 100 images ({} DDPM steps, guidance {}, EMA weights)", a.sample_steps, a.cfg);
     let (x, _) = sample_images(&ck, &sa, reg)?;
-    save_grid_png(&sa.out, &x, sa.n, 1, g.input.height, g.input.width, 10)?;
+    let (h, w) = (g.input.height, g.input.width);
+    save_grid_png_scaled(&sa.out, &x, sa.n, 1, h, w, 10, display_scale(h, w))?;
     println!("demo finished");
     println!("  run folder:   {}", a.out.display());
     println!("  checkpoint:   {}", dir.checkpoint().display());

@@ -252,8 +252,10 @@ pub fn write_loss_plot(dir: &RunDir, title: &str) -> Result<()> {
         .filter_map(|v| Some((v["step"].as_f64()?, v["loss"].as_f64()?)))
         .collect();
     let smooth = plot::smooth_ema(&pts, 0.05);
-    let series =
-        [plot::Series { name: "loss".into(), points: pts }, plot::Series { name: "EMA(0.05)".into(), points: smooth }];
+    let series = [
+        plot::Series { name: "loss".into(), points: pts, marked: false },
+        plot::Series { name: "EMA(0.05)".into(), points: smooth, marked: false },
+    ];
     plot::line_plot_svg(&dir.plot(), &format!("{title}: training loss"), "step", "ε-MSE", &series, true)
 }
 

@@ -8,7 +8,7 @@ use fine_core::diffusion::NoiseSchedule;
 use fine_core::model::{Dit, ParamStore};
 use fine_core::plugin::Registry;
 use fine_core::sample::{self as smp, Denoiser, Options};
-use fine_core::util::image::save_grid_png;
+use fine_core::util::image::{display_scale, save_grid_png_scaled};
 use std::path::PathBuf;
 
 /// Options of `fine sample`.
@@ -107,7 +107,7 @@ pub fn run(a: SampleArgs, reg: &Registry) -> Result<()> {
     } else {
         ck.graph.conditioning.num_classes.min(a.n)
     };
-    save_grid_png(&a.out, &x, a.n, i.channels, i.height, i.width, nrow)?;
+    save_grid_png_scaled(&a.out, &x, a.n, i.channels, i.height, i.width, nrow, display_scale(i.height, i.width))?;
     println!(
         "wrote {} ({} images, {} steps, sampler {}, cfg {}, {} weights, step {})",
         a.out.display(),

@@ -16,7 +16,10 @@
 //!    and are not redone.
 //! 4. **Report** in OUT: `table.md` (rows × sizes, mean ± std over seeds, plus
 //!    learngene storage and initialization cost), `results.json` (every number
-//!    and the exact config) and `curve-<size>.png`/`.svg` (metric vs step).
+//!    and the exact config), `curve-<size>.png`/`.svg` (metric vs step, log
+//!    axis where the values span a decade), `bars-<size>.svg` (the table's
+//!    column as bars) and, per run, `runs/<run>/samples.png` (the first 100 of
+//!    the final samples, one class per column).
 
 pub mod config;
 mod report;
@@ -411,7 +414,11 @@ fn import(file: &Path, cfg: &BenchConfig, sizes: &std::collections::BTreeSet<Str
     let text = fine_core::util::fsx::read_input_string(file, "--import")?;
     let r: Report = serde_json::from_str(&text)
         .with_context(|| format!("--import: {} is not a benchmark report's results.json", file.display()))?;
-    if r.config != serde_json::to_value(cfg)? {
+    // Read back as a config first, so that fields added since (with their
+    // defaults) do not make the same config look like another.
+    let theirs: BenchConfig = serde_json::from_value(r.config)
+        .with_context(|| format!("--import: the `config` of {} is not a benchmark config", file.display()))?;
+    if serde_json::to_value(&theirs)? != serde_json::to_value(cfg)? {
         bail!("--import: {} is the report of another config (its `config` differs from this one's)", file.display());
     }
     let mut n = 0;
@@ -525,6 +532,24 @@ fn descendant<D: Backend>(
     eprintln!("  {}: {last:.5} after {steps} steps", cfg.eval.metric.title());
     let end: BTreeMap<String, f64> =
         scorer.score_end(&t, &data)?.into_iter().map(|(m, v)| (m.title().to_string(), v)).collect();
+    if let Some(images) = scorer.last_samples.take() {
+        let i = &g.input;
+        let per = i.channels * i.height * i.width;
+        let n = (images.len() / per).min(100);
+        let x: Vec<f32> = images[..n * per].iter().map(|&v| v as f32 / 127.5 - 1.0).collect();
+        let cols = g.conditioning.num_classes.clamp(1, 10);
+        let scale = fine_core::util::image::display_scale(i.height, i.width);
+        fine_core::util::image::save_grid_png_scaled(
+            &dir.join("samples.png"),
+            &x,
+            n,
+            i.channels,
+            i.height,
+            i.width,
+            cols,
+            scale,
+        )?;
+    }
     for (m, v) in &end {
         eprintln!("  {m}: {v:.3} (N = {})", cfg.eval.end_n);
     }

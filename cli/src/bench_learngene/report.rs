@@ -11,7 +11,7 @@ use super::{AncestryScore, RunResult};
 use anyhow::Result;
 use fine_core::graph::Graph;
 use fine_core::util::fsx::write_atomic;
-use fine_core::util::plot::{line_plot_png, line_plot_svg, Series};
+use fine_core::util::plot::{bar_chart_svg, line_plot_png, line_plot_svg, spans_decades, Bar, Series};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
@@ -114,7 +114,7 @@ pub fn write(
     });
     write_atomic(&out.join("results.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
     curves(out, cfg, sizes, results)?;
-    println!("\nwrote {}/table.md, results.json, curve-*.png", out.display());
+    println!("\nwrote {}/table.md, results.json, curve-*.png, bars-*.svg", out.display());
     Ok(())
 }
 
@@ -269,17 +269,34 @@ fn curves(out: &Path, cfg: &BenchConfig, sizes: &[Graph], results: &[RunResult])
                         (!v.is_empty()).then(|| (s as f64, mean_std(&v).0))
                     })
                     .collect();
-                Some(Series { name: l, points })
+                Some(Series { name: l, points, marked: true })
             })
             .collect();
         let title = format!("{}: {} ({metric}, mean over seeds)", cfg.name, g.name);
         let file = super::sanitize(&g.name);
-        line_plot_svg(&out.join(format!("curve-{file}.svg")), &title, "training step", metric, &series, false)?;
+        // Scratch starts near 1.0 and every row ends near 0.05: a log axis keeps them apart.
+        let log = spans_decades(&series);
+        line_plot_svg(&out.join(format!("curve-{file}.svg")), &title, "training step", metric, &series, log)?;
         if let Err(e) =
-            line_plot_png(&out.join(format!("curve-{file}.png")), &title, "training step", metric, &series, false)
+            line_plot_png(&out.join(format!("curve-{file}.png")), &title, "training step", metric, &series, log)
         {
             eprintln!("warning: {e:#}");
         }
+        // The table's column for this size as bars: mean ± std over seeds of the last score.
+        let bars: Vec<Bar> = cfg
+            .rows
+            .iter()
+            .filter_map(|r| {
+                let v: Vec<f64> =
+                    results.iter().filter(|x| x.row == r.label() && x.size == g.name).map(|x| x.last).collect();
+                (!v.is_empty()).then(|| {
+                    let (m, s) = mean_std(&v);
+                    Bar { label: r.label(), value: m, err: s }
+                })
+            })
+            .collect();
+        let title = format!("{}: {} after training ({metric}, mean ± std over seeds)", cfg.name, g.name);
+        bar_chart_svg(&out.join(format!("bars-{file}.svg")), &title, metric, &bars)?;
     }
     Ok(())
 }

@@ -61,12 +61,14 @@ pub struct Scorer<'a> {
     heldout: BTreeMap<String, HeldOut>,
     /// Keyed by (data set, metrics, N).
     fid: BTreeMap<(String, Vec<Metric>, usize), SampleEval>,
+    /// The u8 samples the last sample metrics were computed from (NCHW).
+    pub last_samples: Option<Vec<u8>>,
 }
 
 impl<'a> Scorer<'a> {
     /// A scorer for the benchmark's `eval` settings.
     pub fn new(cfg: &'a BenchConfig, reg: &'a Registry) -> Self {
-        Self { cfg, reg, heldout: BTreeMap::new(), fid: BTreeMap::new() }
+        Self { cfg, reg, heldout: BTreeMap::new(), fid: BTreeMap::new(), last_samples: None }
     }
 
     /// The held-out ε-MSE of `store` (a model of `t`'s graph) on `data`'s test split (`eval.n` images).
@@ -125,6 +127,7 @@ impl<'a> Scorer<'a> {
             self.fid.insert(key.clone(), (ev, reference));
         }
         let images = self.sample(t, n)?;
+        self.last_samples = Some(images.clone());
         let g = &t.dit.graph.input;
         let src = ImageSource::Images {
             name: "samples".into(),

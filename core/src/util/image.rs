@@ -22,7 +22,32 @@ pub fn to_u8(x: f32) -> u8 {
 /// when a size is zero, `images.len() != n * c * h * w`, the grid is too large,
 /// or the file cannot be written. The file is written atomically.
 pub fn save_grid_png(path: &Path, images: &[f32], n: usize, c: usize, h: usize, w: usize, nrow: usize) -> Result<()> {
+    save_grid_png_scaled(path, images, n, c, h, w, nrow, 1)
+}
+
+/// The integer factor that shows an `h`×`w` image at about 96 pixels (28-px
+/// Fashion-MNIST tiles: 3×), 1 for images that large already.
+pub fn display_scale(h: usize, w: usize) -> usize {
+    (96 / h.max(w).max(1)).max(1)
+}
+
+/// [`save_grid_png`] with every pixel drawn as a `scale`×`scale` block
+/// (nearest neighbour; the padding stays 2 pixels).
+#[allow(clippy::too_many_arguments)]
+pub fn save_grid_png_scaled(
+    path: &Path,
+    images: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    nrow: usize,
+    scale: usize,
+) -> Result<()> {
     let p = path.display();
+    if scale == 0 || scale > 64 {
+        bail!("{p}: display scale {scale} is not within 1..=64");
+    }
     if n == 0 || c == 0 || h == 0 || w == 0 || nrow == 0 {
         bail!("{p}: cannot save image grid with a zero size (n={n}, c={c}, h={h}, w={w}, nrow={nrow})");
     }
@@ -32,20 +57,21 @@ pub fn save_grid_png(path: &Path, images: &[f32], n: usize, c: usize, h: usize, 
     }
     let cols = nrow.min(n);
     let rows = n.div_ceil(cols);
-    let (gw, gh) = (PAD + cols * (w + PAD), PAD + rows * (h + PAD));
+    let (sh, sw) = (h * scale, w * scale);
+    let (gw, gh) = (PAD + cols * (sw + PAD), PAD + rows * (sh + PAD));
     if gw > u32::MAX as usize || gh > u32::MAX as usize || gw.saturating_mul(gh) > 1 << 30 {
         bail!("{p}: image grid of {gw}x{gh} pixels is too large");
     }
     let out_c = if c == 3 { 3 } else { 1 };
     let mut grid = vec![0u8; gw * gh * out_c];
     for i in 0..n {
-        let (x0, y0) = (PAD + (i % cols) * (w + PAD), PAD + (i / cols) * (h + PAD));
+        let (x0, y0) = (PAD + (i % cols) * (sw + PAD), PAD + (i / cols) * (sh + PAD));
         let img = &images[i * c * h * w..(i + 1) * c * h * w];
         for ch in 0..out_c {
             let plane = &img[ch * h * w..(ch + 1) * h * w];
-            for y in 0..h {
-                for x in 0..w {
-                    grid[((y0 + y) * gw + x0 + x) * out_c + ch] = to_u8(plane[y * w + x]);
+            for y in 0..sh {
+                for x in 0..sw {
+                    grid[((y0 + y) * gw + x0 + x) * out_c + ch] = to_u8(plane[(y / scale) * w + x / scale]);
                 }
             }
         }
@@ -97,6 +123,21 @@ mod tests {
         let two = dir.path().join("two.png");
         save_grid_png(&two, &[1.0, -1.0], 1, 2, 1, 1, 1).unwrap();
         assert_eq!(image::open(&two).unwrap().as_luma8().unwrap().get_pixel(2, 2)[0], 255);
+    }
+
+    #[test]
+    fn scaled_grid_repeats_each_pixel() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.png");
+        let imgs = [1.0f32, -1.0, -1.0, 1.0]; // one 2×2 checkerboard
+        save_grid_png_scaled(&path, &imgs, 1, 1, 2, 2, 1, 3).unwrap();
+        let g = image::open(&path).unwrap().into_luma8();
+        assert_eq!((g.width(), g.height()), (2 + 6 + 2, 2 + 6 + 2));
+        for (x, y, want) in [(2, 2, 255), (4, 4, 255), (5, 2, 0), (7, 4, 0), (2, 5, 0), (5, 5, 255), (7, 7, 255)] {
+            assert_eq!(g.get_pixel(x, y)[0], want, "({x}, {y})");
+        }
+        assert_eq!((display_scale(28, 28), display_scale(32, 32), display_scale(256, 256)), (3, 3, 1));
+        assert!(save_grid_png_scaled(&path, &imgs, 1, 1, 2, 2, 1, 0).is_err());
     }
 
     #[test]

@@ -1,15 +1,20 @@
-//! Line plots written as SVG or PNG (loss curves, benchmark curves).
+//! Line plots and bar charts written as SVG or PNG (loss curves, benchmark
+//! curves and tables). Named series get a legend in a panel beside the chart,
+//! never over the data.
 
 use super::fsx::write_atomic;
 use anyhow::{anyhow, Result};
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::ops::Range;
 use std::path::Path;
 
 /// Canvas size in pixels.
 const SIZE: (u32, u32) = (900, 560);
+/// Width of the legend panel to the right of the chart.
+const LEGEND_W: u32 = 250;
 /// Series colors (Tableau 10), cycled.
 const COLORS: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
@@ -31,6 +36,19 @@ pub struct Series {
     pub name: String,
     /// Points in drawing order.
     pub points: Vec<(f64, f64)>,
+    /// Mark every point (evaluated points of a curve; off for dense curves
+    /// such as a per-step loss).
+    pub marked: bool,
+}
+
+/// Whether a y axis over these series should be logarithmic: every finite
+/// value positive and the largest at least 10× the smallest.
+pub fn spans_decades(series: &[Series]) -> bool {
+    let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).filter(|y| y.is_finite());
+    match bounds(ys) {
+        Some((lo, hi)) => lo > 0.0 && hi / lo >= 10.0,
+        None => false,
+    }
 }
 
 /// Draws `series` as lines in one chart and writes it atomically to `path` as
@@ -98,6 +116,15 @@ fn line_plot_svg_text(title: &str, x_label: &str, y_label: &str, series: &[Serie
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
+        let root = match series.iter().any(|s| !s.name.is_empty()) {
+            true => {
+                let (chart, panel) = root.split_horizontally(SIZE.0 - LEGEND_W);
+                draw_legend(&panel, series.iter().map(|s| s.name.as_str()))?;
+                chart
+            }
+            false => root,
+        };
         let labels = Labels { title, x: x_label, y: y_label };
         let res = if log_y {
             let yr = pad_log(bounds(all().map(|p| p.1)));
@@ -131,7 +158,6 @@ where
     Y::CoordDescType: ValueFormatter<f64>,
 {
     let err = |e: DrawingAreaErrorKind<_>| anyhow!("{e:?}");
-    root.fill(&WHITE).map_err(err)?;
     let mut chart = ChartBuilder::on(root)
         .caption(labels.title, ("sans-serif", 22))
         .margin(12)
@@ -147,26 +173,89 @@ where
         .y_label_formatter(&|v| fmt_num(*v))
         .draw()
         .map_err(err)?;
-    let mut legend = false;
     for (i, (s, pts)) in series.iter().zip(clean).enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let style = color.stroke_width(2);
-        let drawn = chart.draw_series(LineSeries::new(pts.iter().copied(), style)).map_err(err)?;
-        if !s.name.is_empty() {
-            legend = true;
-            drawn.label(s.name.as_str()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        chart.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2))).map_err(err)?;
+        if s.marked {
+            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled()))).map_err(err)?;
         }
     }
-    if legend {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(err)?;
+    Ok(())
+}
+
+/// The legend: one colored line and name per entry (empty names skipped), top down.
+fn draw_legend<'a>(panel: &DrawingArea<SVGBackend, Shift>, names: impl Iterator<Item = &'a str>) -> Result<()> {
+    let err = |e: DrawingAreaErrorKind<_>| anyhow!("{e:?}");
+    let font = ("sans-serif", 15).into_font();
+    for (row, (i, name)) in names.enumerate().filter(|(_, n)| !n.is_empty()).enumerate() {
+        let (color, y) = (COLORS[i % COLORS.len()], 50 + 24 * row as i32);
+        panel.draw(&PathElement::new(vec![(8, y), (34, y)], color.stroke_width(3))).map_err(err)?;
+        panel.draw(&Circle::new((21, y), 4, color.filled())).map_err(err)?;
+        panel.draw(&Text::new(name.to_string(), (42, y - 8), font.clone())).map_err(err)?;
     }
     Ok(())
+}
+
+/// One bar of a [`bar_chart_svg`]: a label, a value and its error (± half-width).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bar {
+    /// Category name, written beside the bar.
+    pub label: String,
+    /// Bar length.
+    pub value: f64,
+    /// Error whisker half-width (0: none).
+    pub err: f64,
+}
+
+/// Horizontal bars (one per category, top down, error whiskers) written
+/// atomically to `path` as SVG; non-finite bars are left out.
+pub fn bar_chart_svg(path: &Path, title: &str, x_label: &str, bars: &[Bar]) -> Result<()> {
+    let bars: Vec<&Bar> = bars.iter().filter(|b| b.value.is_finite() && b.err.is_finite()).collect();
+    let hi = bars.iter().map(|b| b.value + b.err).fold(0.0f64, f64::max);
+    let lo = bars.iter().map(|b| b.value - b.err).fold(0.0f64, f64::min);
+    let n = bars.len().max(1) as f64;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (SIZE.0, 80 + 34 * bars.len().max(1) as u32)).into_drawing_area();
+        let err = |e: DrawingAreaErrorKind<_>| anyhow!("{e:?}");
+        root.fill(&WHITE).map_err(err)?;
+        // Room right of the longest bar for its label and value.
+        let span = (hi - lo).max(f64::MIN_POSITIVE);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(10)
+            .build_cartesian_2d(lo..hi + 0.6 * span, 0.0..n)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(0)
+            .x_desc(x_label)
+            .x_label_formatter(&|v| fmt_num(*v))
+            .draw()
+            .map_err(err)?;
+        let font = TextStyle::from(("sans-serif", 14).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+        for (i, b) in bars.iter().enumerate() {
+            let y = n - i as f64 - 0.5; // top down
+            let color = COLORS[i % COLORS.len()];
+            chart.draw_series([Rectangle::new([(0.0, y - 0.35), (b.value, y + 0.35)], color.filled())]).map_err(err)?;
+            if b.err > 0.0 {
+                let (a, z) = (b.value - b.err, b.value + b.err);
+                let whisker = vec![(a, y), (z, y)];
+                chart.draw_series([PathElement::new(whisker, BLACK.stroke_width(2))]).map_err(err)?;
+            }
+            let text = match b.err > 0.0 {
+                true => format!("{}  {} ± {}", b.label, fmt_num(b.value), fmt_num(b.err)),
+                false => format!("{}  {}", b.label, fmt_num(b.value)),
+            };
+            let at = b.value.max(0.0) + b.err + 0.02 * span;
+            chart.draw_series([Text::new(text, (at, y), font.clone())]).map_err(err)?;
+        }
+        root.present().map_err(|e| anyhow!("{e:?}"))?;
+    }
+    write_atomic(path, svg.as_bytes())
 }
 
 /// Min and max of `values`, or `None` when empty.
@@ -242,7 +331,7 @@ mod tests {
     use super::*;
 
     fn series(name: &str, pts: &[(f64, f64)]) -> Series {
-        Series { name: name.into(), points: pts.to_vec() }
+        Series { name: name.into(), points: pts.to_vec(), marked: true }
     }
 
     fn render(series: &[Series], log_y: bool) -> String {
@@ -264,6 +353,25 @@ mod tests {
             assert!(svg.contains("train") && svg.contains("eval"));
             assert!(svg.contains("#1F77B4") || svg.contains("31,119,180") || svg.contains("#1f77b4"), "{svg}");
         }
+    }
+
+    #[test]
+    fn decades_choose_a_log_axis_and_bars_are_drawn() {
+        assert!(spans_decades(&[series("a", &[(0.0, 1.0), (1.0, 0.05)])]));
+        assert!(!spans_decades(&[series("a", &[(0.0, 1.0), (1.0, 0.2)])]));
+        assert!(!spans_decades(&[series("a", &[(0.0, 1.0), (1.0, -0.5)])]));
+        assert!(!spans_decades(&[]));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bars.svg");
+        let bars = [
+            Bar { label: "scratch".into(), value: 0.08, err: 0.002 },
+            Bar { label: "fine".into(), value: 0.05, err: 0.0 },
+            Bar { label: "nan".into(), value: f64::NAN, err: 0.0 },
+        ];
+        bar_chart_svg(&path, "depth 4", "held-out ε-MSE", &bars).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.contains("scratch") && svg.contains("fine") && !svg.contains(">nan<"), "{svg}");
+        bar_chart_svg(&path, "empty", "x", &[]).unwrap();
     }
 
     #[test]
