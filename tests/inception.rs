@@ -167,11 +167,11 @@ fn wrong_weight_files_are_clear_errors() {
 
     // Truncated (an interrupted copy).
     let (msg, _) = load_error(&good[..good.len() / 3]);
-    assert!(msg.contains("not a valid safetensors file") && msg.contains("run scripts/fetch-inception.sh"), "{msg}");
+    assert!(msg.contains("not a usable safetensors file") && msg.contains("run scripts/fetch-inception.sh"), "{msg}");
 
     // Not a safetensors file at all.
     let (msg, _) = load_error(b"PK\x03\x04 a zip, e.g. the .pt itself");
-    assert!(msg.contains("not a valid safetensors file"), "{msg}");
+    assert!(msg.contains("not a usable safetensors file"), "{msg}");
 
     // A tensor renamed: the missing one is named.
     let name = "\"net.layers.mixed_6.conv.weight\"";

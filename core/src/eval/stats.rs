@@ -241,7 +241,7 @@ mod tests {
         let k = flipped.len() - 3;
         flipped[k] ^= 4;
         for (bad, defect) in
-            [(flipped, "checksum"), (good[..good.len() / 2].to_vec(), "not a valid"), (b"xx".to_vec(), "not a valid")]
+            [(flipped, "checksum"), (good[..good.len() / 2].to_vec(), "not a usable"), (b"xx".to_vec(), "not a usable")]
         {
             std::fs::write(&path, &bad).unwrap();
             let msg = format!("{:#}", FeatureStats::load(&path, &key).unwrap_err());
