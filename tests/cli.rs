@@ -371,6 +371,98 @@ fn ctrl_c_writes_a_final_checkpoint_and_says_how_to_resume() {
     assert_eq!(losses(&run).len(), ck.step + 3);
 }
 
+/// `fine export`: the state dict of facebookresearch DiT — the key set of the PyTorch
+/// reference DiT in tests/data (made by scripts/make_torch_reference.py from
+/// scripts/torch_dit.py, the same module layout), with `pos_embed`, at this graph's
+/// shapes; EMA or live weights; a factorized run materialized.
+#[test]
+fn export_writes_a_plain_dit_state_dict() {
+    use safetensors::SafeTensors;
+    let d = tempfile::tempdir().unwrap();
+    let run = d.path().join("r");
+    ok(&["train", "--graph", TINY, "--out", s(&run), "--steps", "2", "--batch", "2"]);
+    let pattern = |k: &str| {
+        let mut parts: Vec<String> = k.split('.').map(String::from).collect();
+        if parts[0] == "blocks" {
+            parts[1] = "N".into();
+        }
+        parts.join(".")
+    };
+    let reference = std::fs::read(root().join("tests/data/torch_ref_dit.safetensors")).unwrap();
+    let reference = SafeTensors::deserialize(&reference).unwrap();
+    let mut want: std::collections::BTreeSet<String> = reference
+        .names()
+        .into_iter()
+        .filter(|k| !k.starts_with("grad.") && !k.starts_with("input.") && !k.starts_with("output."))
+        .map(|k| pattern(k))
+        .collect();
+    want.insert("pos_embed".into());
+    for (flag, from) in [("", "ema"), ("--live", "live")] {
+        let out = d.path().join(format!("dit-{from}.safetensors"));
+        let mut args = vec!["export", "--run", s(&run), "--out", s(&out)];
+        args.extend([flag].iter().filter(|f| !f.is_empty()));
+        let said = ok(&args);
+        assert!(said.contains("learn_sigma=False") && said.contains("depth=2"), "{said}");
+        let bytes = std::fs::read(&out).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let got: std::collections::BTreeSet<String> = st.names().into_iter().map(|k| pattern(k)).collect();
+        assert_eq!(got, want);
+        let blocks: std::collections::BTreeSet<&str> =
+            st.names().into_iter().filter_map(|k| k.strip_prefix("blocks.")?.split('.').next()).collect();
+        assert_eq!(blocks, ["0", "1"].into());
+        for (k, shape) in [
+            ("x_embedder.proj.weight", vec![32, 1, 4, 4]),
+            ("pos_embed", vec![1, 49, 32]),
+            ("y_embedder.embedding_table.weight", vec![11, 32]),
+            ("blocks.1.adaLN_modulation.1.weight", vec![6 * 32, 32]),
+            ("final_layer.linear.weight", vec![16, 32]),
+        ] {
+            assert_eq!(st.tensor(k).unwrap().shape(), shape, "{k}");
+        }
+        let ck = fine_core::checkpoint::Checkpoint::load(&run.join("checkpoint.safetensors")).unwrap();
+        let kept = if from == "ema" { &ck.ema } else { &ck.params };
+        let w = st.tensor("blocks.0.attn.qkv.weight").unwrap();
+        let w: Vec<f32> = w.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        assert_eq!(&w, &kept["blocks.0.attn.qkv.weight"], "{from}");
+    }
+    // A factorized (FINE) ancestry exports its materialized weights under the same names.
+    let anc = d.path().join("anc");
+    ok(&["pretrain", "--strategy", "fine", "--graph", TINY, "--out", s(&anc), "--steps", "2", "--batch", "2"]);
+    let out = d.path().join("fine.safetensors");
+    ok(&["export", "--run", s(&anc), "--out", s(&out)]);
+    let bytes = std::fs::read(&out).unwrap();
+    let names: std::collections::BTreeSet<String> =
+        SafeTensors::deserialize(&bytes).unwrap().names().into_iter().map(|k| pattern(k)).collect();
+    assert_eq!(names, want);
+    let e = fails(&["export", "--run", s(&run), "--out", s(&run.join("checkpoint.safetensors"))]);
+    assert!(e.contains("--out"), "{e}");
+}
+
+/// `--eval-every` puts the held-out ε-MSE of the live and EMA weights into the metrics
+/// lines of those steps, `--sample-every` a grid of samples into RUN/samples.
+#[test]
+fn a_watched_run_writes_heldout_scores_and_sample_grids() {
+    let d = tempfile::tempdir().unwrap();
+    let run = d.path().join("w");
+    let args = ["train", "--graph", TINY, "--out", s(&run), "--steps", "4", "--batch", "4"];
+    ok(&[&args[..], &["--eval-every", "2", "--heldout", "16", "--sample-every", "4"]].concat());
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let with: Vec<u64> =
+        lines.iter().filter(|l| l.get("heldout_live").is_some()).map(|l| l["step"].as_u64().unwrap()).collect();
+    assert_eq!(with, [2, 4]);
+    for l in lines.iter().filter(|l| l.get("heldout_ema").is_some()) {
+        let (live, ema) = (l["heldout_live"].as_f64().unwrap(), l["heldout_ema"].as_f64().unwrap());
+        assert!(live.is_finite() && live > 0.0 && ema.is_finite() && ema > 0.0, "{l}");
+    }
+    assert_eq!(lines[3]["samples"].as_str(), Some(s(&run.join("samples/step-0000004.png"))));
+    let grid = image::open(run.join("samples/step-0000004.png")).unwrap();
+    assert_eq!((grid.width(), grid.height()), (2 + 10 * 86, 2 + 2 * 86), "2 samples of each of 10 classes at 3×");
+}
+
 #[test]
 fn bad_data_and_configs_are_clear_errors() {
     let d = tempfile::tempdir().unwrap();

@@ -8,6 +8,7 @@ mod bench_gemm;
 mod bench_learngene;
 mod demo;
 mod eval;
+mod export;
 mod graph_cmd;
 mod learngene;
 mod plugins;
@@ -50,6 +51,8 @@ enum Cmd {
     Sample(sample::SampleArgs),
     /// Sample-quality metrics (FID, sFID, precision/recall, FID on classifier features).
     Eval(eval::EvalArgs),
+    /// Write a run's weights as a plain DiT state dict (facebookresearch DiT's names and shapes).
+    Export(export::ExportArgs),
     /// Inspect graph files.
     Graph {
         #[command(subcommand)]
@@ -135,9 +138,10 @@ fn main() {
                 eprintln!("warning: {n}");
             }
             match cli.cmd {
-                Cmd::Train(a) => train::run(a),
+                Cmd::Train(a) => train::run(a, &reg),
                 Cmd::Sample(a) => sample::run(a, &reg),
                 Cmd::Eval(a) => eval::run(a, &reg),
+                Cmd::Export(a) => export::run(a),
                 Cmd::Pretrain(a) => learngene::pretrain(a, &reg),
                 Cmd::Learngene { cmd } => learngene::learngene(cmd, &reg),
                 Cmd::Init(a) => learngene::init(a, &reg),

@@ -119,9 +119,25 @@ pub fn truncate_metrics(dir: &RunDir, step: usize) -> Result<()> {
     fsx::write_atomic(&path, kept.as_bytes())
 }
 
+/// Work done after every step while a run is watched (`fine train
+/// --eval-every/--sample-every`); the fields it returns join that step's line
+/// of `metrics.jsonl`.
+pub type Watch<'a, D> = dyn FnMut(&Trainer<D>) -> Result<serde_json::Map<String, serde_json::Value>> + 'a;
+
 /// Trains until step `until` (≤ config steps), appending metrics, writing
 /// checkpoints every `ckpt_every` steps and at the end, then the loss plot.
 pub fn train_loop<D: Backend>(t: &mut Trainer<D>, dir: &RunDir, until: usize, label: &str) -> Result<()> {
+    train_loop_watched(t, dir, until, label, &mut |_| Ok(Default::default()))
+}
+
+/// [`train_loop`] with `watch` run after every step.
+pub fn train_loop_watched<D: Backend>(
+    t: &mut Trainer<D>,
+    dir: &RunDir,
+    until: usize,
+    label: &str,
+    watch: &mut Watch<D>,
+) -> Result<()> {
     let _lock = RunLock::take(dir)?;
     let _training = Training::start();
     // Lines past the step the run starts from were written by a process that died
@@ -144,11 +160,11 @@ pub fn train_loop<D: Backend>(t: &mut Trainer<D>, dir: &RunDir, until: usize, la
         let s = t.train_step()?;
         let ms = ts.elapsed().as_secs_f64() * 1e3;
         let ips = t.cfg.batch as f64 / (ms / 1e3);
-        writeln!(
-            metrics,
-            "{}",
-            serde_json::json!({"step": s.step, "loss": s.loss, "grad_norm": s.grad_norm, "lr": s.lr, "step_ms": ms, "images_per_s": ips})
-        )?;
+        let mut line = serde_json::json!({"step": s.step, "loss": s.loss, "grad_norm": s.grad_norm, "lr": s.lr, "step_ms": ms, "images_per_s": ips});
+        if let Some(fields) = line.as_object_mut() {
+            fields.extend(watch(t)?);
+        }
+        writeln!(metrics, "{line}")?;
         let done = s.step - start;
         let it_s = done as f64 / t0.elapsed().as_secs_f64();
         bar.set_message(format!("loss {:.4} | {:.2} it/s", s.loss, it_s));

@@ -37,6 +37,15 @@ pub struct TrainArgs {
     /// printed and written to RUN/heldout.json. 0: off.
     #[arg(long, default_value_t = 0)]
     pub heldout: usize,
+    /// Every N steps: the held-out ε-MSE of the live and EMA weights (on the
+    /// first `--heldout` test images, 256 when that is 0) into the step's line
+    /// of metrics.jsonl. 0: off.
+    #[arg(long, default_value_t = 0)]
+    pub eval_every: usize,
+    /// Every N steps: a grid of 2 EMA samples per class (DDIM, 50 steps) into
+    /// RUN/samples/step-NNNNNNN.png, its path in metrics.jsonl. 0: off.
+    #[arg(long, default_value_t = 0)]
+    pub sample_every: usize,
     #[command(flatten)]
     pub over: Overrides,
 }
@@ -142,11 +151,11 @@ pub fn load_config(path: &Path) -> Result<TrainConfig> {
 }
 
 /// Runs `fine train` on the `--device`.
-pub fn run(a: TrainArgs) -> Result<()> {
-    fine_core::on_device!(run::device(), |dev| run_on(a, dev))
+pub fn run(a: TrainArgs, reg: &fine_core::plugin::Registry) -> Result<()> {
+    fine_core::on_device!(run::device(), |dev| run_on(a, dev, reg))
 }
 
-fn run_on<D: fine_core::model::Backend>(a: TrainArgs, dev: D) -> Result<()> {
+fn run_on<D: fine_core::model::Backend>(a: TrainArgs, dev: D, reg: &fine_core::plugin::Registry) -> Result<()> {
     let (mut trainer, dir) = if let Some(dir) = &a.resume {
         let changing = a.over.changing();
         if !changing.is_empty() {
@@ -218,7 +227,8 @@ fn run_on<D: fine_core::model::Backend>(a: TrainArgs, dev: D) -> Result<()> {
     };
     let until = a.until.unwrap_or(trainer.cfg.steps).min(trainer.cfg.steps);
     let name = trainer.dit.graph.name.clone();
-    run::train_loop(&mut trainer, &dir, until, &name)?;
+    let mut watch = watcher(&a, &trainer, &dir, reg)?;
+    run::train_loop_watched(&mut trainer, &dir, until, &name, &mut watch)?;
     if a.heldout > 0 {
         heldout(&trainer, &dir, a.heldout)?;
     }
@@ -230,6 +240,60 @@ fn run_on<D: fine_core::model::Backend>(a: TrainArgs, dev: D) -> Result<()> {
 }
 
 /// Writes RUN/heldout.json: the held-out ε-MSE of the live and EMA weights.
+/// What `--eval-every` and `--sample-every` do after a step.
+fn watcher<'a, D: fine_core::model::Backend>(
+    a: &'a TrainArgs,
+    t: &Trainer<D>,
+    dir: &'a RunDir,
+    reg: &'a fine_core::plugin::Registry,
+) -> Result<Box<run::Watch<'a, D>>> {
+    use fine_core::train::heldout::HeldOut;
+    let set = match a.eval_every {
+        0 => None,
+        _ => {
+            let data = fine_core::data::load(&t.cfg.data, fine_core::data::Split::Test).context("--eval-every")?;
+            Some(HeldOut::new(&data, if a.heldout > 0 { a.heldout } else { 256 }, t.schedule(), 0)?)
+        }
+    };
+    let sampler = match a.sample_every {
+        0 => None,
+        _ => Some(reg.sampler("ddim")?),
+    };
+    Ok(Box::new(move |t: &Trainer<D>| {
+        let mut m = serde_json::Map::new();
+        if let Some(set) = set.as_ref().filter(|_| t.step % a.eval_every == 0) {
+            m.insert("heldout_live".into(), set.loss(&t.dit, &t.store, 64)?.into());
+            m.insert("heldout_ema".into(), set.loss(&t.dit, &t.ema_store()?, 64)?.into());
+        }
+        if let Some(s) = sampler.filter(|_| t.step % a.sample_every == 0) {
+            let path = dir.0.join("samples").join(format!("step-{:07}.png", t.step));
+            sample_grid(t, s, &path)?;
+            m.insert("samples".into(), path.display().to_string().into());
+        }
+        Ok(m)
+    }))
+}
+
+/// Two EMA samples per class of `t` (DDIM, 50 steps, no guidance) as a grid at `path`.
+fn sample_grid<D: fine_core::model::Backend>(
+    t: &Trainer<D>,
+    sampler: &dyn fine_plugin_api::Sampler,
+    path: &std::path::Path,
+) -> Result<()> {
+    let g = &t.dit.graph;
+    let classes = g.conditioning.num_classes.max(1);
+    let labels: Vec<usize> = (0..2 * classes).map(|i| i % classes).collect();
+    let n = labels.len();
+    let store = t.ema_store()?;
+    let den = fine_core::sample::Denoiser { dit: &t.dit, store: &store, labels, cfg_scale: 1.0, chunk: 64 };
+    let opts = fine_plugin_api::Options::parse(&sampler.info(), "")?;
+    let mut eps = |x: &[f32], step: usize| den.eps(x, step);
+    let x = fine_core::sample::generate(sampler, &opts, t.schedule(), 50, true, n * t.dit.image_len(), &mut eps, 0)?;
+    let i = &g.input;
+    let scale = fine_core::util::image::display_scale(i.height, i.width);
+    fine_core::util::image::save_grid_png_scaled(path, &x, n, i.channels, i.height, i.width, classes.min(n), scale)
+}
+
 pub(crate) fn heldout<D: fine_core::model::Backend>(t: &Trainer<D>, dir: &RunDir, n: usize) -> Result<()> {
     use fine_core::train::heldout::HeldOut;
     let data = fine_core::data::load(&t.cfg.data, fine_core::data::Split::Test)?;
