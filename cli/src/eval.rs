@@ -20,7 +20,6 @@ use fine_core::eval::{stats, EvalConfig, Evaluator, ImageSource, Metric, Scores}
 use fine_core::plugin::Registry;
 use fine_core::util::fsx::write_atomic;
 use fine_core::util::image::to_u8;
-use indicatif::{ProgressBar, ProgressStyle};
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -73,35 +72,32 @@ pub struct EvalArgs {
 
 // ----- progress bars -----
 
-/// Progress bars on stderr, one per phase, with a summary line when a phase ends.
+/// Progress on stderr, one meter per phase (a bar on a terminal, plain lines
+/// otherwise), with a summary line when a phase ends.
 #[derive(Default)]
 struct Bars {
-    bar: RefCell<Option<(ProgressBar, String, Instant)>>,
+    bar: RefCell<Option<(crate::run::Meter, String, usize, Instant)>>,
 }
 
 impl Progress for Bars {
     fn start(&self, what: &str, len: usize) {
-        let b = ProgressBar::new(len as u64);
-        b.set_style(
-            ProgressStyle::with_template("{prefix} [{elapsed_precise}] {bar:30} {pos}/{len} (eta {eta})").unwrap(),
-        );
-        b.set_prefix(what.to_string());
-        *self.bar.borrow_mut() = Some((b, what.to_string(), Instant::now()));
+        *self.bar.borrow_mut() = Some((crate::run::Meter::new(what, len), what.to_string(), 0, Instant::now()));
     }
     fn advance(&self, k: usize) {
-        if let Some((b, ..)) = &*self.bar.borrow() {
-            b.inc(k as u64);
+        if let Some((m, _, done, _)) = &mut *self.bar.borrow_mut() {
+            m.inc(k);
+            *done += k;
         }
     }
     fn finish(&self) {
-        if let Some((b, what, t)) = self.bar.borrow_mut().take() {
-            b.finish_and_clear();
-            eprintln!("{what}: {} in {:.1} s", b.position(), t.elapsed().as_secs_f64());
+        if let Some((m, what, done, t)) = self.bar.borrow_mut().take() {
+            m.finish();
+            eprintln!("{what}: {done} in {:.1} s", t.elapsed().as_secs_f64());
         }
     }
     fn warn(&self, msg: &str) {
         match &*self.bar.borrow() {
-            Some((b, ..)) => b.suspend(|| eprintln!("warning: {msg}")),
+            Some((m, ..)) => m.suspend(|| eprintln!("warning: {msg}")),
             None => eprintln!("warning: {msg}"),
         }
     }

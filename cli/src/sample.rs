@@ -77,13 +77,13 @@ fn sample_on<D: fine_core::model::Backend>(
     let sampler = reg.sampler(&a.sampler)?;
     let opts = Options::parse(&sampler.info(), &a.sampler_opts).context("--sampler-opts")?;
     let den = Denoiser { dit: &dit, store: &store, labels: labels.clone(), cfg_scale: a.cfg, chunk: 64 };
-    let bar = indicatif::ProgressBar::new(steps as u64);
+    let mut meter = run::Meter::new(&format!("sampling {} images", a.n), steps);
     let mut eps = |x: &[f32], t: usize| {
-        bar.inc(1);
+        meter.inc(1);
         den.eps(x, t)
     };
     let x = smp::generate(sampler, &opts, &sched, steps, !a.no_clip, a.n * dit.image_len(), &mut eps, a.seed)?;
-    bar.finish_and_clear();
+    meter.finish();
     Ok((x, labels))
 }
 

@@ -156,8 +156,13 @@ impl<'a> Scorer<'a> {
         let opts = Options::parse(&sampler.info(), "")?;
         let den = Denoiser { dit: &t.dit, store: &t.store, labels, cfg_scale: e.cfg_scale, chunk: 64 };
         let sched = NoiseSchedule::new(t.cfg.beta_schedule, t.cfg.diffusion_steps);
-        let mut eps = |x: &[f32], step: usize| den.eps(x, step);
+        let mut meter = crate::run::Meter::new(&format!("sampling {n} images"), e.sampling_steps);
+        let mut eps = |x: &[f32], step: usize| {
+            meter.inc(1);
+            den.eps(x, step)
+        };
         let x = smp::generate(sampler, &opts, &sched, e.sampling_steps, true, n * t.dit.image_len(), &mut eps, 0)?;
+        meter.finish();
         Ok(x.iter().map(|&v| to_u8(v)).collect())
     }
 }
