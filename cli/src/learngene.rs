@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 use fine_core::checkpoint::Checkpoint;
 use fine_core::graph;
-use fine_core::model::{Backend, Dit, ParamStore};
+use fine_core::model::{Backend, Dit};
 use fine_core::plugin::Registry;
 use fine_core::strategy::{self as st, load_learngene, save_learngene};
 use fine_core::train::{TrainConfig, Trainer};
@@ -426,15 +426,4 @@ fn init_on<D: Backend>(a: InitArgs, reg: &Registry, dev: D) -> Result<()> {
     println!("initialized {} in {:.1} s → {}", g.name, t0.elapsed().as_secs_f64(), dir.checkpoint().display());
     println!("next: fine train --from {} --steps N", a.out.display());
     Ok(())
-}
-
-/// A new run starting from the weights in `from` (an `init` folder or any run).
-pub fn trainer_from<D: Backend>(dev: D, from: &std::path::Path, cfg: TrainConfig) -> Result<Trainer<D>> {
-    let ck = Checkpoint::load(&RunDir(from.to_path_buf()).checkpoint())?;
-    let dit = Dit::new(&ck.graph);
-    let store = ParamStore::from_values(dev, ck.spec.clone(), ck.params.clone())?;
-    let plain = st::materialize(&dit, &store)?;
-    let mut extra = ck.extra.clone();
-    extra.insert("from".into(), from.display().to_string());
-    Trainer::with_store(dit, cfg, plain, extra)
 }

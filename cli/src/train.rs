@@ -186,7 +186,7 @@ fn run_on<D: fine_core::model::Backend>(a: TrainArgs, dev: D, reg: &fine_core::p
             None => TrainConfig::default(),
         };
         a.over.apply(&mut cfg)?;
-        let t = crate::learngene::trainer_from(dev, from, cfg)?;
+        let t = trainer_from(dev, from, cfg)?;
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
         let rd = RunDir(out.clone());
         run::write_run_ron(&rd, &t)?;
@@ -307,4 +307,19 @@ pub(crate) fn heldout<D: fine_core::model::Backend>(t: &Trainer<D>, dir: &RunDir
     fine_core::util::fsx::write_atomic(&path, format!("{json}\n").as_bytes())?;
     println!("held-out ε-MSE ({} test, N = {n}): live {live:.5}, EMA {ema:.5}", t.cfg.data);
     Ok(())
+}
+
+/// A new run starting from the weights in `from` (an `init` folder or any run).
+pub fn trainer_from<D: fine_core::model::Backend>(
+    dev: D,
+    from: &std::path::Path,
+    cfg: TrainConfig,
+) -> Result<Trainer<D>> {
+    let ck = Checkpoint::load(&RunDir(from.to_path_buf()).checkpoint())?;
+    let dit = fine_core::model::Dit::new(&ck.graph);
+    let store = fine_core::model::ParamStore::from_values(dev, ck.spec.clone(), ck.params.clone())?;
+    let plain = fine_core::strategy::materialize(&dit, &store)?;
+    let mut extra = ck.extra.clone();
+    extra.insert("from".into(), from.display().to_string());
+    Trainer::with_store(dit, cfg, plain, extra)
 }

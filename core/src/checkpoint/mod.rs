@@ -13,7 +13,9 @@
 
 use crate::graph::{self, Graph};
 use crate::model::Parameterization;
-use crate::train::TrainConfig;
+use crate::model::{Dit, ParamStore};
+use crate::train::optim::AdamW;
+use crate::train::{TrainConfig, Trainer};
 use crate::util::crc as crc_meta;
 use anyhow::{anyhow, bail, Context, Result};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -200,6 +202,42 @@ impl Checkpoint {
             }
         }
         Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A trainer to and from a checkpoint (here, so that `train` does not depend on
+// `checkpoint`: the checkpoint format is built on the trainer's types)
+// ---------------------------------------------------------------------------
+
+impl<D: crate::model::Backend> Trainer<D> {
+    /// Resumes from a checkpoint (its own graph and config).
+    pub fn from_checkpoint(dev: D, ck: Checkpoint) -> Result<Self> {
+        ck.train.validate().context("the checkpoint's stored training config")?;
+        let dit = Dit::new(&ck.graph);
+        ck.spec.validate(&dit.weight_shapes()).context("checkpoint parameterization does not fit its graph")?;
+        let store = ParamStore::from_values(dev, ck.spec.clone(), ck.params)?;
+        let opt = AdamW { m: ck.adam_m, v: ck.adam_v, t: ck.step as u64 };
+        Self::assemble(dit, ck.train, store, opt, ck.ema, ck.step, ck.extra)
+    }
+
+    /// The complete state as a checkpoint.
+    pub fn checkpoint(&self) -> Checkpoint {
+        let (adam_m, adam_v, ema) = match &self.on_device {
+            Some(d) => d.download(), // one read of the device state
+            None => (self.opt.m.clone(), self.opt.v.clone(), self.ema.clone()),
+        };
+        Checkpoint {
+            graph: self.dit.graph.clone(),
+            train: self.cfg.clone(),
+            spec: self.store.spec.clone(),
+            step: self.step,
+            params: self.store.host_values(),
+            ema,
+            adam_m,
+            adam_v,
+            extra: self.extra.clone(),
+        }
     }
 }
 

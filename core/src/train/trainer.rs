@@ -8,12 +8,11 @@
 use super::config::TrainConfig;
 use super::optim::{self, AdamW, AdamWHp};
 use super::{ema, loss};
-use crate::checkpoint::Checkpoint;
 use crate::data::{self, Dataset, Split};
 use crate::diffusion::NoiseSchedule;
 use crate::graph::Graph;
 use crate::model::{Backend, Dit, ParamStore, Parameterization};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -63,7 +62,7 @@ pub struct Trainer<D: Backend> {
     /// Whether steps run the optimizer on the device (default: `!D::HOST_STEP`).
     device_step: bool,
     /// Moments and EMA on the device, from the first device step on.
-    on_device: Option<optim::DeviceState<D>>,
+    pub(crate) on_device: Option<optim::DeviceState<D>>,
 }
 
 /// The error for a loss that is not finite at (0-based) step `s`.
@@ -112,16 +111,6 @@ impl<D: Backend> Trainer<D> {
         Self::assemble(dit, cfg, store, AdamW::default(), ema, 0, BTreeMap::new())
     }
 
-    /// Resumes from a checkpoint (its own graph and config).
-    pub fn from_checkpoint(dev: D, ck: Checkpoint) -> Result<Self> {
-        ck.train.validate().context("the checkpoint's stored training config")?;
-        let dit = Dit::new(&ck.graph);
-        ck.spec.validate(&dit.weight_shapes()).context("checkpoint parameterization does not fit its graph")?;
-        let store = ParamStore::from_values(dev, ck.spec.clone(), ck.params)?;
-        let opt = AdamW { m: ck.adam_m, v: ck.adam_v, t: ck.step as u64 };
-        Self::assemble(dit, ck.train, store, opt, ck.ema, ck.step, ck.extra)
-    }
-
     /// A run whose weights are already given (e.g. built by a strategy):
     /// fresh optimizer, EMA starting at the weights.
     pub fn with_store(
@@ -136,7 +125,7 @@ impl<D: Backend> Trainer<D> {
         Self::assemble(dit, cfg, store, AdamW::default(), ema, 0, extra)
     }
 
-    fn assemble(
+    pub(crate) fn assemble(
         dit: Dit,
         cfg: TrainConfig,
         store: ParamStore<D>,
@@ -348,25 +337,6 @@ impl<D: Backend> Trainer<D> {
     /// The EMA as host values (from the device when it lives there).
     fn ema_values(&self) -> BTreeMap<String, Vec<f32>> {
         self.on_device.as_ref().map_or_else(|| self.ema.clone(), |d| optim::DeviceState::to_host(&d.ema))
-    }
-
-    /// The complete state as a checkpoint.
-    pub fn checkpoint(&self) -> Checkpoint {
-        let (adam_m, adam_v, ema) = match &self.on_device {
-            Some(d) => d.download(), // one read of the device state
-            None => (self.opt.m.clone(), self.opt.v.clone(), self.ema.clone()),
-        };
-        Checkpoint {
-            graph: self.dit.graph.clone(),
-            train: self.cfg.clone(),
-            spec: self.store.spec.clone(),
-            step: self.step,
-            params: self.store.host_values(),
-            ema,
-            adam_m,
-            adam_v,
-            extra: self.extra.clone(),
-        }
     }
 
     /// A store holding the EMA weights (for sampling).
