@@ -159,8 +159,15 @@ fn resume_reproduces_the_uninterrupted_run_bit_for_bit() {
 fn demo_pipeline_runs_end_to_end() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("demo");
-    let text = ok(&["demo", "--out", s(&out), "--steps", "4", "--batch", "4", "--sample-steps", "3"]);
+    let text = ok(&["demo", "--out", s(&out), "--steps", "4", "--batch", "4", "--sample-steps", "3", "--score", "40"]);
     assert!(text.contains("samples.png"), "{text}");
+    // An untrained model is far from the real images' floor.
+    let q: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("quality.json")).unwrap()).unwrap();
+    let f: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("quality-floor.json")).unwrap()).unwrap();
+    let (model, floor) = (q["scores"]["cfid"].as_f64().unwrap(), f["scores"]["cfid"].as_f64().unwrap());
+    assert!(model > 3.0 * floor && text.contains(&format!("{model:.1} for 40 samples")), "{model} {floor}\n{text}");
     assert!(out.join("samples.png").exists() && out.join("checkpoint.safetensors").exists());
     assert!(fails(&["demo", "--out", s(&out), "--steps", "4"]).contains("already holds a run"));
 }

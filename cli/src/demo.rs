@@ -33,6 +33,11 @@ pub struct DemoArgs {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// At the end, the FID (classifier features) of this many samples (DDIM, 50
+    /// steps, no guidance) against the training images, beside the same
+    /// number for real test images (the floor at that N). 0: skip.
+    #[arg(long, default_value_t = 500)]
+    pub score: usize,
 }
 
 /// Runs the demo on the `--device`.
@@ -88,6 +93,10 @@ fn run_on<D: fine_core::model::Backend>(a: DemoArgs, reg: &fine_core::plugin::Re
     let (x, _) = sample_images(&ck, &sa, reg)?;
     let (h, w) = (g.input.height, g.input.width);
     save_grid_png_scaled(&sa.out, &x, sa.n, 1, h, w, 10, display_scale(h, w))?;
+    let quality = match a.score {
+        0 => None,
+        n => Some(score(&a.out, n, reg)?),
+    };
     println!("demo finished");
     println!("  run folder:   {}", a.out.display());
     println!("  checkpoint:   {}", dir.checkpoint().display());
@@ -95,5 +104,40 @@ fn run_on<D: fine_core::model::Backend>(a: DemoArgs, reg: &fine_core::plugin::Re
     println!("  loss curve:   {}", dir.plot().display());
     println!("  samples:      {} (10×10 grid, one class per column: T-shirt, trouser, pullover, dress, coat, sandal, shirt, sneaker, bag, boot)", sa.out.display());
     println!("  more samples: fine sample --run {} --n 64 --out grid.png --steps 100", a.out.display());
+    if let Some((model, floor)) = quality {
+        println!(
+            "  quality:      FID (classifier features) {model:.1} for {} samples (DDIM 50, no guidance); \
+             real test images score {floor:.1} at the same N",
+            a.score
+        );
+    }
     Ok(())
+}
+
+/// FID (classifier features) of `n` samples of the run in `out`, and of `n`
+/// real test images, both against the bundled training images.
+fn score(out: &std::path::Path, n: usize, reg: &fine_core::plugin::Registry) -> Result<(f64, f64)> {
+    let eval = |run: Option<std::path::PathBuf>, real: Vec<String>, json: std::path::PathBuf| -> Result<f64> {
+        let a = crate::eval::EvalArgs {
+            run,
+            real,
+            metric: "cfid".into(),
+            n: Some(n),
+            reference: None,
+            sampler: "ddim".into(),
+            sampler_opts: String::new(),
+            steps: Some(50),
+            cfg: 1.0,
+            seed: 0,
+            no_clip: false,
+            classifier_seed: 0,
+            json: Some(json.clone()),
+        };
+        crate::eval::run(a, reg)?;
+        let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+        doc["scores"]["cfid"].as_f64().context("the evaluation gave no cfid")
+    };
+    let model = eval(Some(out.to_path_buf()), vec![], out.join("quality.json"))?;
+    let floor = eval(None, vec!["bundled:train".into(), "bundled:test".into()], out.join("quality-floor.json"))?;
+    Ok((model, floor))
 }
