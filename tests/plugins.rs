@@ -34,13 +34,14 @@ fn fails(args: &[&str]) -> String {
 
 /// Builds the example plugins and the `ddpm` built-in as cdylibs (once), in a
 /// target folder of their own so the outer `cargo test` is not blocked.
-fn libs() -> &'static (PathBuf, PathBuf, PathBuf) {
-    static L: OnceLock<(PathBuf, PathBuf, PathBuf)> = OnceLock::new();
+fn libs() -> &'static (PathBuf, PathBuf, PathBuf, PathBuf) {
+    static L: OnceLock<(PathBuf, PathBuf, PathBuf, PathBuf)> = OnceLock::new();
     L.get_or_init(|| {
         let target = root().join("target/plugin-tests");
         let st = Command::new(env!("CARGO"))
             .args(["build", "--release", "-p", "fine-example-heun", "-p", "fine-example-depth-interp"])
             .args(["-p", "fine-sampler-ddpm", "--features", "fine-sampler-ddpm/dylib"])
+            .args(["-p", "fine-strategy-stitch", "--features", "fine-strategy-stitch/dylib"])
             .env("CARGO_TARGET_DIR", &target)
             .current_dir(root())
             .status()
@@ -49,7 +50,12 @@ fn libs() -> &'static (PathBuf, PathBuf, PathBuf) {
         let lib = |n: &str| {
             target.join("release").join(format!("{}{n}{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX))
         };
-        (lib("fine_example_heun"), lib("fine_example_depth_interp"), lib("fine_sampler_ddpm"))
+        (
+            lib("fine_example_heun"),
+            lib("fine_example_depth_interp"),
+            lib("fine_sampler_ddpm"),
+            lib("fine_strategy_stitch"),
+        )
     })
 }
 
@@ -70,7 +76,7 @@ fn builtins_are_listed_and_described() {
 
 #[test]
 fn third_party_sampler_and_strategy_load_list_and_run() {
-    let (heun, interp, _) = libs();
+    let (heun, interp, _, _) = libs();
     let d = tempfile::tempdir().unwrap();
     let list = ok(&["--plugin", s(heun), "--plugin", s(interp), "plugins", "list"]);
     assert!(list.contains("heun") && list.contains("libfine_example_heun"), "{list}");
@@ -145,7 +151,7 @@ fn third_party_sampler_and_strategy_load_list_and_run() {
 
 #[test]
 fn builtin_as_dylib_clash_is_reported_not_preferred() {
-    let (_, _, ddpm) = libs();
+    let (_, _, ddpm, _) = libs();
     let o = fine(&["--plugin", s(ddpm), "plugins", "list"], &[]);
     let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success());
@@ -164,7 +170,13 @@ fn broken_and_mismatched_libraries_are_refused() {
     let st = Command::new("cc").args(["-shared", "-fPIC", "-o", s(&bad), s(&c)]).status().expect("cc");
     assert!(st.success());
     let e = fails(&["--plugin", s(&bad), "plugins", "list"]);
-    assert!(e.contains("libbad.so") && e.contains("999") && e.contains("ABI version 1"), "{e}");
+    assert!(e.contains("libbad.so") && e.contains("999") && e.contains("ABI version 2"), "{e}");
+    // A plugin of ABI 1 (before the optional strategy hooks crossed the boundary).
+    std::fs::write(&c, "unsigned fine_plugin_abi_version(void) { return 1; }\n").unwrap();
+    let v1 = d.path().join("libv1.so");
+    assert!(Command::new("cc").args(["-shared", "-fPIC", "-o", s(&v1), s(&c)]).status().unwrap().success());
+    let e = fails(&["--plugin", s(&v1), "plugins", "list"]);
+    assert!(e.contains("libv1.so") && e.contains("version 1 ") && e.contains("ABI version 2"), "{e}");
     std::fs::write(&c, "int unrelated(void) { return 0; }\n").unwrap();
     let none = d.path().join("libnone.so");
     assert!(Command::new("cc").args(["-shared", "-fPIC", "-o", s(&none), s(&c)]).status().unwrap().success());
@@ -209,4 +221,68 @@ fn broken_and_mismatched_libraries_are_refused() {
         let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
         assert!(o.status.success() && !out.contains("libjunk"), "{env:?}: {out}");
     }
+}
+
+/// ABI 2: the optional strategy hooks cross the C boundary. `stitch` built as a
+/// drop-in library (its `dylib` feature) answers `pool`, `descendant_graph`, `probes`
+/// and `descendant_probed` exactly as the built-in does, on a real stitch learngene.
+#[test]
+fn stitch_as_a_drop_in_answers_every_hook_as_the_built_in() {
+    use fine_plugin_api::{Options, Plugin, Strategy};
+    let Plugin::Strategy(drop_in) = fine_core::plugin::dynlib::load(&libs().3).unwrap() else {
+        panic!("the stitch library is not a strategy")
+    };
+    let built_in = fine_strategy_stitch::Stitch;
+    assert_eq!(drop_in.info(), built_in.info());
+    let d = tempfile::tempdir().unwrap();
+    let (anc, lg) = (d.path().join("anc"), d.path().join("lg.safetensors"));
+    let tiny = root().join("graphs/fmnist-tiny.ron");
+    let o = "pool=1:2,distill_steps=2";
+    ok(&[
+        "pretrain",
+        "--strategy",
+        "stitch",
+        "--graph",
+        s(&tiny),
+        "--out",
+        s(&anc),
+        "--strategy-opts",
+        o,
+        "--steps",
+        "2",
+        "--batch",
+        "4",
+    ]);
+    ok(&["learngene", "extract", "--run", s(&anc), "--out", s(&lg)]);
+    let opts = Options::parse(&built_in.info(), o).unwrap();
+    // pool: from the trained ancestry.
+    let ck = fine_core::checkpoint::Checkpoint::load(&anc.join("checkpoint.safetensors")).unwrap();
+    let leaves = fine_core::strategy::values_as_tensors(&ck.spec, &ck.ema).unwrap();
+    let (a, b) = (
+        drop_in.pool(&ck.graph, &ck.spec, &leaves, &opts).unwrap(),
+        built_in.pool(&ck.graph, &ck.spec, &leaves, &opts).unwrap(),
+    );
+    assert!(a == b && a.len() == 2, "pool: {} vs {} members", a.len(), b.len());
+    // descendant_graph, probes, descendant_probed: a depth-3 descendant (a stitched one).
+    let l = fine_core::strategy::load_learngene(&lg).unwrap();
+    let target = fine_core::graph::load::from_file(&root().join("graphs/fmnist-tiny-d3.ron")).unwrap();
+    let g = drop_in.descendant_graph(&l, &target, &opts).unwrap();
+    assert_eq!(g, built_in.descendant_graph(&l, &target, &opts).unwrap());
+    assert!(g.stitch_after.is_some(), "depth 3 from members of 1 and 2 blocks is stitched");
+    let probes = drop_in.probes(&l, &g, &opts).unwrap();
+    assert_eq!(probes, built_in.probes(&l, &g, &opts).unwrap());
+    assert!(!probes.probes.is_empty());
+    // Features as the host would compute them: (images·T, D) per probe.
+    let mut features = fine_plugin_api::Tensors::new();
+    for (k, p) in probes.probes.iter().enumerate() {
+        let n = probes.images * p.graph.tokens() * p.graph.hidden;
+        let data: Vec<f32> = (0..n).map(|i| ((i * 7 + k * 13) % 17) as f32 / 17.0 - 0.5).collect();
+        let t = fine_plugin_api::tensors::Tensor::new(vec![probes.images * p.graph.tokens(), p.graph.hidden], data)
+            .unwrap();
+        features.insert(p.name.clone(), t);
+    }
+    let weights = fine_core::strategy::weights_of(&fine_core::model::Dit::new(&g));
+    let x = drop_in.descendant_probed(&l, &g, &weights, &opts, &features).unwrap();
+    let y = built_in.descendant_probed(&l, &g, &weights, &opts, &features).unwrap();
+    assert!(x.spec == y.spec && x.values == y.values && x.init_steps == y.init_steps, "descendant_probed differs");
 }

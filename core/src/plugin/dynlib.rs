@@ -6,8 +6,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use fine_plugin_api::abi::*;
 use fine_plugin_api::tensors::{from_safetensors, to_safetensors, Tensors};
 use fine_plugin_api::{
-    Descendant, EpsFn, Graph, Learngene, Options, Parameterization, Plugin, PluginInfo, PluginKind, Sampler,
-    SamplerContext, Strategy, WeightSpec,
+    Descendant, EpsFn, Graph, Learngene, Options, Parameterization, Plugin, PluginInfo, PluginKind, PoolMember, Probes,
+    Sampler, SamplerContext, Strategy, WeightSpec,
 };
 use std::collections::BTreeMap;
 use std::ffi::c_void;
@@ -262,23 +262,97 @@ impl Strategy for DynStrategy {
             self.call(METHOD_EXTRACT, ron::to_string(&req)?, Some(to_safetensors(leaves, &BTreeMap::new())?))?;
         let h: LearngeneHeader =
             ron::from_str(&r).map_err(|e| anyhow!("strategy `{}`: bad extract reply: {e}", self.info.name))?;
-        let (tensors, _) = from_safetensors(&t)?;
+        let (tensors, _) =
+            from_safetensors(&t).with_context(|| format!("strategy `{}`: the tensors of its reply", self.info.name))?;
         Ok(Learngene { strategy: h.strategy, strategy_version: h.strategy_version, meta: h.meta, tensors })
     }
 
     fn descendant(&self, lg: &Learngene, target: &Graph, weights: &[WeightSpec], opts: &Options) -> Result<Descendant> {
-        let header = LearngeneHeader {
-            strategy: lg.strategy.clone(),
-            strategy_version: lg.strategy_version.clone(),
-            meta: lg.meta.clone(),
+        self.descendant_call(METHOD_DESCENDANT, lg, target, weights, opts, &lg.tensors)
+    }
+
+    fn pool(
+        &self,
+        graph: &Graph,
+        spec: &Parameterization,
+        leaves: &Tensors,
+        opts: &Options,
+    ) -> Result<Vec<PoolMember>> {
+        let req = PoolReq { graph: graph.clone(), spec: spec.clone(), opts: opts.to_ron() };
+        let (r, t) = self.call(METHOD_POOL, ron::to_string(&req)?, Some(to_safetensors(leaves, &BTreeMap::new())?))?;
+        let headers: Vec<PoolMemberHeader> = self.reply(&r, "pool")?;
+        let (values, _) =
+            from_safetensors(&t).with_context(|| format!("strategy `{}`: the tensors of its reply", self.info.name))?;
+        Ok(headers
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| PoolMember {
+                name: h.name,
+                graph: h.graph,
+                values: part_of(&values, &i.to_string()),
+                frozen: h.frozen,
+                steps: h.steps,
+                alpha: h.alpha,
+            })
+            .collect())
+    }
+
+    fn descendant_graph(&self, lg: &Learngene, target: &Graph, opts: &Options) -> Result<Graph> {
+        let r = self.graph_call(METHOD_DESCENDANT_GRAPH, lg, target, opts)?;
+        self.reply(&r, "descendant_graph")
+    }
+
+    fn probes(&self, lg: &Learngene, target: &Graph, opts: &Options) -> Result<Probes> {
+        let r = self.graph_call(METHOD_PROBES, lg, target, opts)?;
+        self.reply(&r, "probes")
+    }
+
+    fn descendant_probed(
+        &self,
+        lg: &Learngene,
+        target: &Graph,
+        weights: &[WeightSpec],
+        opts: &Options,
+        features: &Tensors,
+    ) -> Result<Descendant> {
+        let t = join_tensors(&[("lg", &lg.tensors), ("feat", features)]);
+        self.descendant_call(METHOD_DESCENDANT_PROBED, lg, target, weights, opts, &t)
+    }
+}
+
+impl DynStrategy {
+    /// Parses a RON reply of `method`.
+    fn reply<T: serde::de::DeserializeOwned>(&self, r: &str, method: &str) -> Result<T> {
+        ron::from_str(r).map_err(|e| anyhow!("strategy `{}`: bad {method} reply: {e}", self.info.name))
+    }
+
+    /// A `descendant` or `descendant_probed` call with `tensors`.
+    fn descendant_call(
+        &self,
+        method: u32,
+        lg: &Learngene,
+        target: &Graph,
+        weights: &[WeightSpec],
+        opts: &Options,
+        tensors: &Tensors,
+    ) -> Result<Descendant> {
+        let req = DescendantReq {
+            learngene: LearngeneHeader::of(lg),
+            target: target.clone(),
+            weights: weights.to_vec(),
+            opts: opts.to_ron(),
         };
-        let req =
-            DescendantReq { learngene: header, target: target.clone(), weights: weights.to_vec(), opts: opts.to_ron() };
-        let (r, t) =
-            self.call(METHOD_DESCENDANT, ron::to_string(&req)?, Some(to_safetensors(&lg.tensors, &BTreeMap::new())?))?;
-        let d: DescendantReply =
-            ron::from_str(&r).map_err(|e| anyhow!("strategy `{}`: bad descendant reply: {e}", self.info.name))?;
-        let (values, _) = from_safetensors(&t)?;
+        let (r, t) = self.call(method, ron::to_string(&req)?, Some(to_safetensors(tensors, &BTreeMap::new())?))?;
+        let d: DescendantReply = self.reply(&r, "descendant")?;
+        let (values, _) =
+            from_safetensors(&t).with_context(|| format!("strategy `{}`: the tensors of its reply", self.info.name))?;
         Ok(Descendant { spec: d.spec, values, init_steps: d.init_steps })
+    }
+
+    /// A `descendant_graph` or `probes` call.
+    fn graph_call(&self, method: u32, lg: &Learngene, target: &Graph, opts: &Options) -> Result<String> {
+        let req = GraphReq { learngene: LearngeneHeader::of(lg), target: target.clone(), opts: opts.to_ron() };
+        let (r, _) = self.call(method, ron::to_string(&req)?, Some(to_safetensors(&lg.tensors, &BTreeMap::new())?))?;
+        Ok(r)
     }
 }

@@ -18,7 +18,7 @@ use crate::info::Options;
 use crate::param::Parameterization;
 use crate::sampler::SamplerContext;
 use crate::strategy::{Descendant, Learngene, WeightSpec};
-use crate::tensors::{from_safetensors, to_safetensors};
+use crate::tensors::{from_safetensors, to_safetensors, Tensors};
 use crate::{Graph, Plugin};
 use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
@@ -27,7 +27,7 @@ use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Version of this interface. Bump on any change to the types below.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 /// Exported symbol: `extern "C" fn() -> u32`.
 pub const VERSION_SYMBOL: &[u8] = b"fine_plugin_abi_version\0";
 /// Exported symbol: `extern "C" fn() -> *const PluginVTable`.
@@ -48,6 +48,15 @@ pub const METHOD_ANCESTRY: u32 = 1;
 pub const METHOD_EXTRACT: u32 = 2;
 /// Strategy method: build a descendant.
 pub const METHOD_DESCENDANT: u32 = 3;
+/// [`crate::Strategy::pool`] (ABI 2).
+pub const METHOD_POOL: u32 = 4;
+/// [`crate::Strategy::descendant_graph`] (ABI 2).
+pub const METHOD_DESCENDANT_GRAPH: u32 = 5;
+/// [`crate::Strategy::probes`] (ABI 2).
+pub const METHOD_PROBES: u32 = 6;
+/// [`crate::Strategy::descendant_probed`] (ABI 2; tensors: the learngene's
+/// under `lg/`, the probed features under `feat/`).
+pub const METHOD_DESCENDANT_PROBED: u32 = 7;
 
 /// Bytes allocated by the plugin, released by the plugin's `free`.
 #[repr(C)]
@@ -181,6 +190,22 @@ pub struct LearngeneHeader {
     pub meta: BTreeMap<String, String>,
 }
 
+impl LearngeneHeader {
+    /// The header of `lg`.
+    pub fn of(lg: &Learngene) -> Self {
+        LearngeneHeader {
+            strategy: lg.strategy.clone(),
+            strategy_version: lg.strategy_version.clone(),
+            meta: lg.meta.clone(),
+        }
+    }
+
+    /// The learngene this header describes, with `tensors`.
+    pub fn with(self, tensors: Tensors) -> Learngene {
+        Learngene { strategy: self.strategy, strategy_version: self.strategy_version, meta: self.meta, tensors }
+    }
+}
+
 /// `descendant` request (tensors: the learngene's).
 #[derive(Serialize, Deserialize)]
 pub struct DescendantReq {
@@ -192,6 +217,53 @@ pub struct DescendantReq {
     pub weights: Vec<WeightSpec>,
     /// Options.
     pub opts: String,
+}
+
+/// `pool` request (tensors: the trained leaves).
+pub type PoolReq = ExtractReq;
+
+/// One pool member of a `pool` reply; its start values travel as tensors
+/// named `{index}/{weight}`.
+#[derive(Serialize, Deserialize)]
+pub struct PoolMemberHeader {
+    /// [`crate::PoolMember::name`].
+    pub name: String,
+    /// [`crate::PoolMember::graph`].
+    pub graph: Graph,
+    /// [`crate::PoolMember::frozen`].
+    pub frozen: Vec<String>,
+    /// [`crate::PoolMember::steps`].
+    pub steps: usize,
+    /// [`crate::PoolMember::alpha`].
+    pub alpha: f32,
+}
+
+/// `descendant_graph` and `probes` request (tensors: the learngene's).
+#[derive(Serialize, Deserialize)]
+pub struct GraphReq {
+    /// The learngene's header.
+    pub learngene: LearngeneHeader,
+    /// Target graph.
+    pub target: Graph,
+    /// Options.
+    pub opts: String,
+}
+
+/// Tensor maps `parts` as one set, each name under its part's prefix (`lg/…`).
+pub fn join_tensors(parts: &[(&str, &Tensors)]) -> Tensors {
+    let mut all = Tensors::new();
+    for (prefix, t) in parts {
+        for (k, v) in t.iter() {
+            all.insert(format!("{prefix}/{k}"), v.clone());
+        }
+    }
+    all
+}
+
+/// The tensors of `all` under `prefix/`, the prefix removed.
+pub fn part_of(all: &Tensors, prefix: &str) -> Tensors {
+    let p = format!("{prefix}/");
+    all.iter().filter_map(|(k, v)| k.strip_prefix(&p).map(|k| (k.to_string(), v.clone()))).collect()
 }
 
 /// `descendant` reply (tensors: leaf values).
@@ -331,18 +403,48 @@ pub extern "C" fn strategy_impl<P: Provider>(
                 let h = LearngeneHeader { strategy: lg.strategy, strategy_version: lg.strategy_version, meta: lg.meta };
                 (ron::to_string(&h)?, Some(to_safetensors(&lg.tensors, &BTreeMap::new())?))
             }
-            METHOD_DESCENDANT => {
+            METHOD_DESCENDANT | METHOD_DESCENDANT_PROBED => {
                 let r: DescendantReq = ron::from_str(req)?;
                 let (t, _) = from_safetensors(tin)?;
-                let lg = Learngene {
-                    strategy: r.learngene.strategy,
-                    strategy_version: r.learngene.strategy_version,
-                    meta: r.learngene.meta,
-                    tensors: t,
+                let opts = Options::from_ron(&info, &r.opts)?;
+                let d: Descendant = if method == METHOD_DESCENDANT {
+                    s.descendant(&r.learngene.with(t), &r.target, &r.weights, &opts)?
+                } else {
+                    let (lg, feat) = (r.learngene.with(part_of(&t, "lg")), part_of(&t, "feat"));
+                    s.descendant_probed(&lg, &r.target, &r.weights, &opts, &feat)?
                 };
-                let d: Descendant = s.descendant(&lg, &r.target, &r.weights, &Options::from_ron(&info, &r.opts)?)?;
                 let reply = DescendantReply { spec: d.spec, init_steps: d.init_steps };
                 (ron::to_string(&reply)?, Some(to_safetensors(&d.values, &BTreeMap::new())?))
+            }
+            METHOD_POOL => {
+                let r: PoolReq = ron::from_str(req)?;
+                let (leaves, _) = from_safetensors(tin)?;
+                let members = s.pool(&r.graph, &r.spec, &leaves, &Options::from_ron(&info, &r.opts)?)?;
+                let mut values = Tensors::new();
+                let mut headers = Vec::new();
+                for (i, m) in members.into_iter().enumerate() {
+                    values.extend(join_tensors(&[(&i.to_string(), &m.values)]));
+                    let h = PoolMemberHeader {
+                        name: m.name,
+                        graph: m.graph,
+                        frozen: m.frozen,
+                        steps: m.steps,
+                        alpha: m.alpha,
+                    };
+                    headers.push(h);
+                }
+                (ron::to_string(&headers)?, Some(to_safetensors(&values, &BTreeMap::new())?))
+            }
+            METHOD_DESCENDANT_GRAPH | METHOD_PROBES => {
+                let r: GraphReq = ron::from_str(req)?;
+                let (t, _) = from_safetensors(tin)?;
+                let (lg, opts) = (r.learngene.with(t), Options::from_ron(&info, &r.opts)?);
+                let reply = if method == METHOD_DESCENDANT_GRAPH {
+                    ron::to_string(&s.descendant_graph(&lg, &r.target, &opts)?)?
+                } else {
+                    ron::to_string(&s.probes(&lg, &r.target, &opts)?)?
+                };
+                (reply, None)
             }
             m => bail!("unknown strategy method {m}"),
         };

@@ -88,7 +88,7 @@ pub struct PoolMember {
 /// A request for token features: run the plain model whose weights are the
 /// learngene tensors `{prefix}{weight}` on noisy real training images and
 /// return its token stream after `blocks` blocks.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Probe {
     /// Name of the returned tensor, shape (images·T, D).
     pub name: String,
@@ -101,7 +101,7 @@ pub struct Probe {
 }
 
 /// Feature requests; every probe sees the same images, timesteps, noise and labels.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Probes {
     /// Training images to run (drawn with the descendant's seed).
     pub images: usize,

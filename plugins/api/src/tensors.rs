@@ -37,7 +37,9 @@ pub fn to_safetensors(t: &Tensors, meta: &BTreeMap<String, String>) -> Result<Ve
         .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
     let meta: HashMap<String, String> = meta.clone().into_iter().collect();
-    Ok(safetensors::serialize(views, &Some(meta))?)
+    // safetensors 0.4.5 writes `{},"__metadata__":{}}` (not JSON) for no tensors and
+    // empty metadata: leave empty metadata out.
+    Ok(safetensors::serialize(views, &(!meta.is_empty()).then_some(meta))?)
 }
 
 /// What a safetensors decoding error means, in words (the crate's own
@@ -81,4 +83,21 @@ pub fn from_safetensors(bytes: &[u8]) -> Result<(Tensors, BTreeMap<String, Strin
     }
     let meta = header.metadata().clone().unwrap_or_default().into_iter().collect();
     Ok((out, meta))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// No tensors and no metadata still make a file that reads back (an empty reply).
+    #[test]
+    fn an_empty_set_round_trips() {
+        let b = to_safetensors(&Tensors::new(), &BTreeMap::new()).unwrap();
+        let (t, m) = from_safetensors(&b).unwrap_or_else(|e| panic!("{e:#}: {:?}", String::from_utf8_lossy(&b)));
+        assert!(t.is_empty() && m.is_empty());
+        let meta = BTreeMap::from([("k".to_string(), "v".to_string())]);
+        let b = to_safetensors(&Tensors::new(), &meta).unwrap();
+        let (t, m) = from_safetensors(&b).unwrap_or_else(|e| panic!("{e:#}: {:?}", String::from_utf8_lossy(&b)));
+        assert!(t.is_empty() && m == meta);
+    }
 }
