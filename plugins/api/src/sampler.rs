@@ -162,6 +162,40 @@ pub mod testing {
             .collect()
     }
 
+    /// The Gaussian data of the moment tests: N(GAUSS_MU, GAUSS_S2).
+    pub const GAUSS_MU: f64 = 0.3;
+    /// Its variance.
+    pub const GAUSS_S2: f64 = 0.25;
+
+    /// Sample mean and variance of `n` samples of `s` (options `opts`, `steps` steps, no
+    /// clipping, sampler seed 11) from x_T ~ N(0, 1) (seed 3) on Gaussian data
+    /// N([`GAUSS_MU`], [`GAUSS_S2`]) with its exact ε (T = 1000, linear β). A stochastic
+    /// sampler there is linear in x plus independent noise, so its samples are exactly
+    /// Gaussian with moments a recursion gives (each sampler's test has the script).
+    pub fn gaussian_moments(s: &dyn Sampler, opts: &str, steps: usize, n: usize) -> (f64, f64) {
+        let ab = linear_alphas_cumprod(1000);
+        let mut eps = |x: &[f32], t: usize| {
+            let a = ab[t];
+            let c = (1.0 - a).sqrt() / (a * GAUSS_S2 + 1.0 - a);
+            Ok(x.iter().map(|&x| (c * (x as f64 - a.sqrt() * GAUSS_MU)) as f32).collect())
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let x_t: Vec<f32> = (0..n).map(|_| rng.sample(rand_distr::StandardNormal)).collect();
+        let ctx = SamplerContext { alphas_cumprod: &ab, steps, clip_denoised: false };
+        let x = s.sample(&ctx, &Options::parse(&s.info(), opts).unwrap(), x_t, &mut eps, 11).unwrap();
+        let m = x.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+        (m, x.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / (n - 1) as f64)
+    }
+
+    /// Asserts [`gaussian_moments`] within 4.5 standard errors of the reference mean `m`
+    /// and variance `v`.
+    pub fn assert_gaussian_moments(s: &dyn Sampler, opts: &str, steps: usize, n: usize, (m, v): (f64, f64)) {
+        let (gm, gv) = gaussian_moments(s, opts, steps, n);
+        let (se_m, se_v) = ((v / n as f64).sqrt(), v * (2.0 / n as f64).sqrt());
+        assert!((gm - m).abs() < 4.5 * se_m, "{opts:?} K={steps}: mean {gm} vs {m} (se {se_m:.1e})");
+        assert!((gv - v).abs() < 4.5 * se_v, "{opts:?} K={steps}: variance {gv} vs {v} (se {se_v:.1e})");
+    }
+
     /// The x_T of the toy reference problems.
     pub const TOY_X_T: [f32; 8] = [-1.5, -1.0, -0.5, -0.25, 0.0, 0.25, 0.75, 1.25];
 

@@ -74,25 +74,6 @@ mod tests {
     use fine_plugin_api::sampler::testing;
     use rand_distr::StandardNormal;
 
-    const MU: f64 = 0.3;
-    const S2: f64 = 0.25;
-
-    /// Sample mean and variance of `n` DDPM samples on Gaussian data N(MU, S2) with its exact ε.
-    fn gaussian_moments(opts: &str, steps: usize, n: usize) -> (f64, f64) {
-        let ab = testing::linear_alphas_cumprod(1000);
-        let mut eps = |x: &[f32], t: usize| {
-            let a = ab[t];
-            let c = (1.0 - a).sqrt() / (a * S2 + 1.0 - a);
-            Ok(x.iter().map(|&x| (c * (x as f64 - a.sqrt() * MU)) as f32).collect())
-        };
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        let x_t: Vec<f32> = (0..n).map(|_| rng.sample(StandardNormal)).collect();
-        let ctx = SamplerContext { alphas_cumprod: &ab, steps, clip_denoised: false };
-        let x = Ddpm.sample(&ctx, &Options::parse(&Ddpm.info(), opts).unwrap(), x_t, &mut eps, 11).unwrap();
-        let m = x.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
-        (m, x.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / (n - 1) as f64)
-    }
-
     /// Every DDPM step is linear in x plus independent noise when ε is the exact ε of Gaussian
     /// data, so x₀ ~ N(m, v) exactly for x_T ~ N(0, 1); m and v from the published equations
     /// (Ho et al. 2020, eq. 6–7, as diffusers' `DDPMScheduler` with `variance_type`
@@ -146,10 +127,7 @@ mod tests {
             ("variance=large", 10, 40_000, 0.2999969730360537, 0.35852121726800984),
         ];
         for (opts, steps, n, m, v) in cases {
-            let (gm, gv) = gaussian_moments(opts, steps, n);
-            let (se_m, se_v) = ((v / n as f64).sqrt(), v * (2.0 / n as f64).sqrt());
-            assert!((gm - m).abs() < 4.5 * se_m, "{opts:?} K={steps}: mean {gm} vs {m} (se {se_m:.1e})");
-            assert!((gv - v).abs() < 4.5 * se_v, "{opts:?} K={steps}: variance {gv} vs {v} (se {se_v:.1e})");
+            testing::assert_gaussian_moments(&Ddpm, opts, steps, n, (m, v));
         }
     }
 

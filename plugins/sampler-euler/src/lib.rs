@@ -244,26 +244,10 @@ mod tests {
     /// ```
     #[test]
     fn ancestral_steps_match_reference_moments_on_gaussian_data() {
-        let ab = schedule();
-        let (mu, s2, n) = (0.3f64, 0.25f64, 40_000);
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        let x_t: Vec<f32> = (0..n).map(|_| rng.sample(StandardNormal)).collect();
         for (steps, m, v) in
             [(10, 0.2999969730360536, 0.1042224895675854), (50, 0.29999697303605366, 0.19642023960197166)]
         {
-            let mut eps = |x: &[f32], t: usize| {
-                let a = ab[t];
-                let c = (1.0 - a).sqrt() / (a * s2 + 1.0 - a);
-                Ok(x.iter().map(|&x| (c * (x as f64 - a.sqrt() * mu)) as f32).collect())
-            };
-            let ctx = SamplerContext { alphas_cumprod: &ab, steps, clip_denoised: false };
-            let opts = Options::parse(&Euler.info(), "ancestral=true").unwrap();
-            let x = Euler.sample(&ctx, &opts, x_t.clone(), &mut eps, 11).unwrap();
-            let gm = x.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
-            let gv = x.iter().map(|&v| (v as f64 - gm).powi(2)).sum::<f64>() / (n - 1) as f64;
-            let (se_m, se_v) = ((v / n as f64).sqrt(), v * (2.0 / n as f64).sqrt());
-            assert!((gm - m).abs() < 4.5 * se_m, "K={steps}: mean {gm} vs {m} (se {se_m:.1e})");
-            assert!((gv - v).abs() < 4.5 * se_v, "K={steps}: variance {gv} vs {v} (se {se_v:.1e})");
+            testing::assert_gaussian_moments(&Euler, "ancestral=true", steps, 40_000, (m, v));
         }
     }
 
