@@ -11,20 +11,8 @@ use std::marker::PhantomData;
 /// The CPU device.
 pub type CpuDevice = dfdx::tensor::Cpu;
 
-/// The device trait every backend (CPU, CUDA) satisfies.
-pub trait Backend: Device<f32> + super::kernels::Kernels + Clone + 'static {}
-impl<D: Device<f32> + super::kernels::Kernels + Clone + 'static> Backend for D {}
-
-/// A flat (1-D) tensor with runtime length.
-pub type Flat<D, T = NoneTape> = Tensor<(usize,), f32, D, T>;
-
-/// The values of a contiguous tensor (flat tensors always are): one copy,
-/// where dfdx's `as_vec` walks strides element by element.
-pub fn flat_values<S: Shape, D: Backend, T>(t: &Tensor<S, f32, D, T>) -> Vec<f32> {
-    let mut v = crate::util::zeroed(t.shape().num_elements());
-    t.copy_into(&mut v);
-    v
-}
+// The backend trait and flat tensors are the kernels' (the store builds on them).
+pub use super::kernels::{flat_values, Backend, Flat};
 
 /// One stored tensor.
 #[derive(Clone, Debug)]

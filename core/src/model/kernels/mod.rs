@@ -19,8 +19,22 @@
 //! the gradients of every input) and against finite differences.
 
 use crate::model::layers::{T2, T3};
-use crate::model::store::Flat;
 use dfdx::prelude::*;
+
+/// The device trait every backend (CPU, CUDA) satisfies.
+pub trait Backend: Device<f32> + Kernels + Clone + 'static {}
+impl<D: Device<f32> + Kernels + Clone + 'static> Backend for D {}
+
+/// A flat (1-D) tensor with runtime length.
+pub type Flat<D, T = NoneTape> = Tensor<(usize,), f32, D, T>;
+
+/// The values of a contiguous tensor (flat tensors always are): one copy,
+/// where dfdx's `as_vec` walks strides element by element.
+pub fn flat_values<S: Shape, D: Backend, T>(t: &Tensor<S, f32, D, T>) -> Vec<f32> {
+    let mut v = crate::util::zeroed(t.shape().num_elements());
+    t.copy_into(&mut v);
+    v
+}
 
 mod cpu;
 pub use crate::util::gemm::backend_name as gemm_backend;
@@ -44,7 +58,7 @@ pub trait Kernels: Device<f32> {
     /// nothing reached it).
     fn take_grad(grads: &mut Gradients<f32, Self>, t: &Flat<Self>) -> Result<Vec<f32>, Self::Err> {
         grads.try_alloc_for(t)?;
-        Ok(crate::model::store::flat_values(&grads.get(t)))
+        Ok(flat_values(&grads.get(t)))
     }
     /// `x·Wᵀ + b`: x (N, in), W (out, in) as PyTorch stores it, b (out) → (N, out).
     fn linear<T: Tape<f32, Self>>(x: T2<Self, T>, w: T2<Self, T>, b: Option<Flat<Self, T>>) -> T2<Self, T> {

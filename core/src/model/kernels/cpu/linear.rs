@@ -8,8 +8,8 @@
 //! ```
 
 use super::{gemm, output, threads, view, with_grad_of, zeroed, Mat};
+use crate::model::kernels::Flat;
 use crate::model::layers::T2;
-use crate::model::store::Flat;
 use dfdx::prelude::*;
 use rayon::prelude::*;
 

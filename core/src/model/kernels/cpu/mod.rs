@@ -7,7 +7,7 @@ pub mod gelu;
 pub mod linear;
 pub mod norm;
 
-use crate::model::store::{flat_values, Flat};
+use crate::model::kernels::{flat_values, Flat};
 use dfdx::prelude::*;
 use std::collections::VecDeque;
 use std::sync::Mutex;
