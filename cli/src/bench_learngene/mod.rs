@@ -111,6 +111,9 @@ struct Prepared<'a> {
     row: Row,
     strategy: Option<&'a dyn Strategy>,
     learngene: Option<Learngene>,
+    /// Whether the row needs an ancestry trained: its strategy's learngene holds
+    /// something (scratch's is empty: its descendants start from DiT's init).
+    needs_ancestry: bool,
 }
 
 /// Runs `fine bench learngene` on the `--device`.
@@ -190,7 +193,7 @@ fn run_on<D: Backend>(a: BenchLearngeneArgs, reg: &Registry, dev: D) -> Result<(
     let mut scorer = score::Scorer::new(&cfg, reg);
     for p in rows.iter_mut() {
         if let (Some(s), None) = (p.strategy, &p.learngene) {
-            if p.row.strategy != "scratch" {
+            if p.needs_ancestry {
                 let found = ancestry(dev.clone(), s, &p.row, &cfg, &anc_graph, &cache, &mut scorer, a.report_only)?;
                 if let Some((lg, score)) = found {
                     p.learngene = Some(lg);
@@ -233,9 +236,6 @@ fn prepare<'a>(r: &Row, anc: &Graph, sizes: &[Graph], data: &Dataset, reg: &'a R
     let info = strategy.info();
     let anc_opts = Options::parse(&info, &r.ancestry_opts).context("ancestry_opts")?;
     let opts = Options::parse(&info, &r.opts).context("opts")?;
-    if r.strategy == "scratch" {
-        return Ok(Prepared { row: r.clone(), strategy: Some(strategy), learngene: None });
-    }
     let given = match &r.learngene {
         Some(path) => {
             let lg = load_learngene(path)?;
@@ -268,7 +268,8 @@ fn prepare<'a>(r: &Row, anc: &Graph, sizes: &[Graph], data: &Dataset, reg: &'a R
             .with_context(|| format!("cannot build size `{}`", g.name))?;
         d.spec.validate(&dit.weight_shapes()).with_context(|| format!("size `{}`", g.name))?;
     }
-    Ok(Prepared { row: r.clone(), strategy: Some(strategy), learngene: given })
+    let needs_ancestry = given.is_none() && !dry.tensors.is_empty();
+    Ok(Prepared { row: r.clone(), strategy: Some(strategy), learngene: given, needs_ancestry })
 }
 
 fn phase_config(p: &config::Phase, data: &str, seed: u64, steps: usize) -> TrainConfig {
