@@ -126,4 +126,21 @@ mod tests {
         assert!((c.betas[999] - 0.999).abs() < 1e-12);
         assert!((c.alphas_cumprod[499] - 0.4938435904406382).abs() < 1e-12, "{}", c.alphas_cumprod[499]);
     }
+
+    /// q(x_t | x_0) per image, each at its own timestep, against the formula with
+    /// ᾱ from the numbers above (linear β): image 0 at t = 499, image 1 at t = 999.
+    #[test]
+    fn add_noise_is_the_forward_process_per_image() {
+        let l = NoiseSchedule::new(BetaSchedule::Linear, 1000);
+        let (x0, eps) = ([0.5f32, -1.0, 0.25, 1.0], [1.0f32, 2.0, -0.5, -1.5]);
+        let mut out = Vec::new();
+        l.add_noise(&x0, &eps, &[499, 999], &mut out);
+        let ab = [0.07858724288177824f64, 4.035829765375676e-05];
+        for (i, got) in out.iter().enumerate() {
+            let a = ab[i / 2];
+            let want = a.sqrt() * x0[i] as f64 + (1.0 - a).sqrt() * eps[i] as f64;
+            assert!((*got as f64 - want).abs() < 1e-6, "value {i}: {got} vs {want}");
+        }
+        assert_eq!(out.len(), 4);
+    }
 }
