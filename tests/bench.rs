@@ -108,6 +108,11 @@ fn quick_config_runs_every_strategy_and_reuses_finished_work() {
     }
     let png = image::open(out.join("curve-fmnist-tiny-d3.png")).unwrap();
     assert!(png.width() > 100);
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        summary.starts_with("`quick` (complete)") && summary.lines().filter(|l| l.starts_with("| ")).count() == 8,
+        "{summary}"
+    );
     let bars = std::fs::read_to_string(out.join("bars-fmnist-tiny-d3.svg")).unwrap();
     assert!(bars.contains("scratch") && bars.contains("stitch"), "{bars}");
     let grid = image::open(out.join("runs/fine-fmnist-tiny-d3-s1/samples.png")).unwrap();

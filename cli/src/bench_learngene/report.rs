@@ -6,7 +6,7 @@
 //! initialization cost. Every cell is mean ± sample std over the seeds that
 //! have finished, with their count when it is not every seed.
 
-use super::config::BenchConfig;
+use super::config::{BenchConfig, Metric};
 use super::{AncestryScore, RunResult};
 use anyhow::Result;
 use fine_core::graph::Graph;
@@ -113,9 +113,63 @@ pub fn write(
         "finished": results.len(), "partial": partial.is_some(),
     });
     write_atomic(&out.join("results.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+    write_atomic(&out.join("summary.md"), summary(cfg, sizes, results, partial).as_bytes())?;
     curves(out, cfg, sizes, results)?;
-    println!("\nwrote {}/table.md, results.json, curve-*.png, bars-*.svg", out.display());
+    println!("\nwrote {}/table.md, summary.md, results.json, curve-*.png, bars-*.svg", out.display());
     Ok(())
+}
+
+/// One short table for a README: per row with results, the table metric's mean
+/// at every size and the Inception FID at `eval.fid_sizes` (mean over the
+/// seeds finished; their count where it is not every seed).
+pub fn summary(cfg: &BenchConfig, sizes: &[Graph], results: &[RunResult], partial: Option<(usize, usize)>) -> String {
+    let metric = cfg.eval.metric.title();
+    let fid = Metric::Fid.title();
+    let fid_sizes: Vec<&Graph> = match cfg.eval.end.contains(&Metric::Fid) {
+        true => {
+            sizes.iter().filter(|g| cfg.eval.fid_sizes.is_empty() || cfg.eval.fid_sizes.contains(&g.name)).collect()
+        }
+        false => Vec::new(),
+    };
+    let mut md = String::new();
+    let state = match partial {
+        Some((done, all)) => format!("PARTIAL, {done} of {all} runs"),
+        None => "complete".into(),
+    };
+    md += &format!("`{}` ({state}): {metric} after training, mean over seeds", cfg.name);
+    md += "; generated from results.json by `fine bench learngene --report-only`.\n\n| strategy |";
+    for g in sizes {
+        md += &format!(" {} |", g.name);
+    }
+    for g in &fid_sizes {
+        md += &format!(" {fid}, {} |", g.name);
+    }
+    md += "\n|---|";
+    md += &"---:|".repeat(sizes.len() + fid_sizes.len());
+    md += "\n";
+    let seeds = cfg.seeds.len();
+    let value = |v: Vec<f64>, digits: usize| match v.len() {
+        0 => "—".to_string(),
+        n if n < seeds => format!("{:.digits$} (n={n})", mean_std(&v).0),
+        _ => format!("{:.digits$}", mean_std(&v).0),
+    };
+    for r in &cfg.rows {
+        let label = r.label();
+        let of =
+            |g: &Graph| -> Vec<&RunResult> { results.iter().filter(|x| x.row == label && x.size == g.name).collect() };
+        if sizes.iter().all(|g| of(g).is_empty()) {
+            continue;
+        }
+        md += &format!("| {label} |");
+        for g in sizes {
+            md += &format!(" {} |", value(of(g).iter().map(|x| x.last).collect(), 4));
+        }
+        for g in &fid_sizes {
+            md += &format!(" {} |", value(of(g).iter().filter_map(|x| x.end.get(fid).copied()).collect(), 1));
+        }
+        md += "\n";
+    }
+    md
 }
 
 /// The whole markdown report.
