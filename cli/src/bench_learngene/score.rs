@@ -61,7 +61,7 @@ pub struct Scorer<'a> {
     heldout: BTreeMap<String, HeldOut>,
     /// Keyed by (data set, metrics, N).
     fid: BTreeMap<(String, Vec<Metric>, usize), SampleEval>,
-    /// The u8 samples the last sample metrics were computed from (NCHW).
+    /// The first 100 u8 samples (NCHW) the last sample metrics were computed from.
     pub last_samples: Option<Vec<u8>>,
 }
 
@@ -127,7 +127,9 @@ impl<'a> Scorer<'a> {
             self.fid.insert(key.clone(), (ev, reference));
         }
         let images = self.sample(t, n)?;
-        self.last_samples = Some(images.clone());
+        // A run's grid shows 100 of them: keep only those.
+        let per = t.dit.image_len();
+        self.last_samples = Some(images[..images.len().min(100 * per)].to_vec());
         let g = &t.dit.graph.input;
         let src = ImageSource::Images {
             name: "samples".into(),
