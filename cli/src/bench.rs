@@ -2,10 +2,10 @@
 //! `fine bench inception`: FID-Inception feature throughput on CPU.
 //! `fine bench gemm`: matrix-product backends on a DiT block's shapes.
 
-use crate::run;
 use anyhow::Result;
 use clap::Subcommand;
 use fine_core::graph;
+use fine_core::model::device::DeviceSpec;
 use fine_core::train::{TrainConfig, Trainer};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -80,28 +80,29 @@ pub enum BenchCmd {
 }
 
 /// Runs a benchmark.
-pub fn run(cmd: BenchCmd, reg: &fine_core::plugin::Registry) -> Result<()> {
+pub fn run(cmd: BenchCmd, reg: &fine_core::plugin::Registry, device: DeviceSpec) -> Result<()> {
     let (gpath, batch, steps, warmup) = match cmd {
         BenchCmd::Step { graph, batch, steps, warmup } => (graph, batch, steps, warmup),
-        BenchCmd::Learngene(a) => return crate::bench_learngene::run(a, reg),
+        BenchCmd::Learngene(a) => return crate::bench_learngene::run(a, reg, device),
         BenchCmd::Inception { n, batch, threads } => return inception(n, batch, threads),
         BenchCmd::Gemm { tokens, hidden, reps } => return crate::bench_gemm::run(tokens, hidden, reps),
         BenchCmd::Parity { graph, batch, steps, tol } => {
             if !(tol.is_finite() && tol >= 0.0) {
                 anyhow::bail!("--tol must be a finite number ≥ 0, got {tol}");
             }
-            return fine_core::on_device!(run::device(), |dev| parity(dev, &graph, batch, steps, tol));
+            return fine_core::on_device!(device, |dev| parity(dev, device, &graph, batch, steps, tol));
         }
     };
     if steps == 0 {
         anyhow::bail!("--steps must be at least 1");
     }
-    fine_core::on_device!(run::device(), |dev| step(dev, &gpath, batch, steps, warmup))
+    fine_core::on_device!(device, |dev| step(dev, device, &gpath, batch, steps, warmup))
 }
 
 /// `fine bench step`.
 fn step<D: fine_core::model::Backend>(
     dev: D,
+    device: DeviceSpec,
     gpath: &std::path::Path,
     batch: usize,
     steps: usize,
@@ -124,7 +125,7 @@ fn step<D: fine_core::model::Backend>(
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     println!(
         "{}",
-        serde_json::json!({"impl": "fine-dfdx", "device": run::device().to_string(), "gemm": fine_core::model::kernels::gemm_backend(), "graph": g.name, "batch": batch, "steps": steps, "threads": threads,
+        serde_json::json!({"impl": "fine-dfdx", "device": device.to_string(), "gemm": fine_core::model::kernels::gemm_backend(), "graph": g.name, "batch": batch, "steps": steps, "threads": threads,
             "step_ms": median, "min_ms": ms[0], "images_per_s": batch as f64 / (median / 1e3), "params": t.store.num_values()})
     );
     Ok(())
@@ -166,6 +167,7 @@ fn rel_err(a: &[f32], b: &[f32]) -> f64 {
 /// `fine bench parity`: the `--device` against the CPU.
 fn parity<D: fine_core::model::Backend>(
     dev: D,
+    device: DeviceSpec,
     gpath: &std::path::Path,
     batch: usize,
     steps: usize,
@@ -174,7 +176,7 @@ fn parity<D: fine_core::model::Backend>(
     use fine_core::train::{loss, trainer::step_rng};
     let g = graph::load::from_file(gpath)?;
     let cfg = TrainConfig { data: "synthetic".into(), batch, steps: steps.max(1), ..Default::default() };
-    let mut cpu = Trainer::new(run::cpu(), &g, cfg.clone(), None)?;
+    let mut cpu = Trainer::new(fine_core::model::store::CpuDevice::default(), &g, cfg.clone(), None)?;
     let mut other = Trainer::new(dev, &g, cfg, None)?;
     // CPU against CPU compares the host optimizer with the device one (tensor
     // ops, what a GPU runs); a GPU runs its own device optimizer anyway.
@@ -216,15 +218,15 @@ fn parity<D: fine_core::model::Backend>(
         [forward, grad.0, rel_err(&[la], &[lb]), params].into_iter().chain(losses.iter().copied()).fold(0.0, f64::max);
     println!(
         "{}",
-        serde_json::json!({"device": run::device().to_string(), "graph": g.name, "batch": batch,
+        serde_json::json!({"device": device.to_string(), "graph": g.name, "batch": batch,
             // On the CPU both sides run the same kernels: forward and gradients agree by
             // construction and only the optimizers (host against device) are compared.
-            "same_kernels": run::device().to_string() == "cpu",
+            "same_kernels": device.to_string() == "cpu",
             "forward_rel": forward, "loss_rel": rel_err(&[la], &[lb]), "grad_rel": grad.0, "grad_worst": grad.1,
             "step_loss_rel": losses, "params_rel_after_steps": params, "tol": tol, "ok": worst <= tol})
     );
     if !(worst <= tol) {
-        anyhow::bail!("{} differs from the CPU by {worst:.3e} (relative), above --tol {tol:.1e}", run::device());
+        anyhow::bail!("{} differs from the CPU by {worst:.3e} (relative), above --tol {tol:.1e}", device);
     }
     Ok(())
 }

@@ -1,10 +1,11 @@
 //! `fine demo`: train a small DiT on the bundled Fashion-MNIST subset, then sample.
 
-use crate::run::{self, RunDir};
 use crate::sample::{sample_images, SampleArgs};
 use anyhow::{Context, Result};
 use clap::Args;
 use fine_core::graph;
+use fine_core::model::device::DeviceSpec;
+use fine_core::pipeline::{self as run, RunDir};
 use fine_core::train::{LrSchedule, TrainConfig, Trainer};
 use fine_core::util::image::{display_scale, save_grid_png_scaled};
 use std::path::PathBuf;
@@ -41,11 +42,16 @@ pub struct DemoArgs {
 }
 
 /// Runs the demo on the `--device`.
-pub fn run(a: DemoArgs, reg: &fine_core::plugin::Registry) -> Result<()> {
-    fine_core::on_device!(run::device(), |dev| run_on(a, reg, dev))
+pub fn run(a: DemoArgs, reg: &fine_core::plugin::Registry, device: DeviceSpec) -> Result<()> {
+    fine_core::on_device!(device, |dev| run_on(a, reg, dev, device))
 }
 
-fn run_on<D: fine_core::model::Backend>(a: DemoArgs, reg: &fine_core::plugin::Registry, dev: D) -> Result<()> {
+fn run_on<D: fine_core::model::Backend>(
+    a: DemoArgs,
+    reg: &fine_core::plugin::Registry,
+    dev: D,
+    device: DeviceSpec,
+) -> Result<()> {
     let g = graph::load::from_str(DEMO_GRAPH, "graphs/fmnist-demo.ron")?;
     let cfg = TrainConfig {
         data: "bundled".into(),
@@ -90,12 +96,12 @@ fn run_on<D: fine_core::model::Backend>(a: DemoArgs, reg: &fine_core::plugin::Re
         no_clip: false,
     };
     eprintln!("demo: sampling 100 images ({} DDPM steps, guidance {}, EMA weights)", a.sample_steps, a.cfg);
-    let (x, _) = sample_images(&ck, &sa, reg)?;
+    let (x, _) = sample_images(&ck, &sa, reg, device)?;
     let (h, w) = (g.input.height, g.input.width);
     save_grid_png_scaled(&sa.out, &x, sa.n, 1, h, w, 10, display_scale(h, w))?;
     let quality = match a.score {
         0 => None,
-        n => Some(score(&a.out, n, reg)?),
+        n => Some(score(&a.out, n, reg, device)?),
     };
     println!("demo finished");
     println!("  run folder:   {}", a.out.display());
@@ -116,7 +122,7 @@ fn run_on<D: fine_core::model::Backend>(a: DemoArgs, reg: &fine_core::plugin::Re
 
 /// FID (classifier features) of `n` samples of the run in `out`, and of `n`
 /// real test images, both against the bundled training images.
-fn score(out: &std::path::Path, n: usize, reg: &fine_core::plugin::Registry) -> Result<(f64, f64)> {
+fn score(out: &std::path::Path, n: usize, reg: &fine_core::plugin::Registry, device: DeviceSpec) -> Result<(f64, f64)> {
     let eval = |run: Option<std::path::PathBuf>, real: Vec<String>, json: std::path::PathBuf| -> Result<f64> {
         let a = crate::eval::EvalArgs {
             run,
@@ -133,7 +139,7 @@ fn score(out: &std::path::Path, n: usize, reg: &fine_core::plugin::Registry) -> 
             classifier_seed: 0,
             json: Some(json.clone()),
         };
-        crate::eval::run(a, reg)?;
+        crate::eval::run(a, reg, device)?;
         let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
         doc["scores"]["cfid"].as_f64().context("the evaluation gave no cfid")
     };

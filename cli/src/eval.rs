@@ -8,7 +8,6 @@
 //!
 //! The metrics themselves are the library's ([`fine_core::eval::evaluate`]).
 
-use crate::run::RunDir;
 use crate::sample::{sample_images, SampleArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -17,6 +16,8 @@ use fine_core::data::{self, Split};
 use fine_core::eval::evaluate::Progress;
 use fine_core::eval::inception::Inception;
 use fine_core::eval::{stats, EvalConfig, Evaluator, ImageSource, Metric, Scores};
+use fine_core::model::device::DeviceSpec;
+use fine_core::pipeline::{Meter, RunDir};
 use fine_core::plugin::Registry;
 use fine_core::util::fsx::write_atomic;
 use fine_core::util::image::to_u8;
@@ -76,12 +77,12 @@ pub struct EvalArgs {
 /// otherwise), with a summary line when a phase ends.
 #[derive(Default)]
 struct Bars {
-    bar: RefCell<Option<(crate::run::Meter, String, usize, Instant)>>,
+    bar: RefCell<Option<(Meter, String, usize, Instant)>>,
 }
 
 impl Progress for Bars {
     fn start(&self, what: &str, len: usize) {
-        *self.bar.borrow_mut() = Some((crate::run::Meter::new(what, len), what.to_string(), 0, Instant::now()));
+        *self.bar.borrow_mut() = Some((Meter::new(what, len), what.to_string(), 0, Instant::now()));
     }
     fn advance(&self, k: usize) {
         if let Some((m, _, done, _)) = &mut *self.bar.borrow_mut() {
@@ -109,7 +110,7 @@ impl Progress for Bars {
 // ----- the command -----
 
 /// Runs `fine eval`.
-pub fn run(a: EvalArgs, reg: &Registry) -> Result<()> {
+pub fn run(a: EvalArgs, reg: &Registry, device: DeviceSpec) -> Result<()> {
     let metrics = Metric::parse_list(&a.metric)?;
     let progress = Bars::default();
     let inception_path = Inception::default_path();
@@ -169,7 +170,7 @@ pub fn run(a: EvalArgs, reg: &Registry) -> Result<()> {
                 a.steps.unwrap_or(ck.train.diffusion_steps),
                 a.cfg
             );
-            let (x, _) = sample_images(&ck, &sa, reg)?;
+            let (x, _) = sample_images(&ck, &sa, reg, device)?;
             eprintln!("sampled {n} images in {:.1} s", t.elapsed().as_secs_f64());
             let name = format!("{} samples", run.display());
             let generated = ImageSource::Images {

@@ -5,7 +5,6 @@
 //! `pos_embed` included, no internal prefixes; a factorized or tied run is
 //! materialized first. Loads there with `load_state_dict(strict=True)`.
 
-use crate::run;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use fine_core::checkpoint::Checkpoint;
@@ -41,7 +40,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
     }
     let dit = Dit::new(g);
     let weights = if a.live { ck.params.clone() } else { ck.ema.clone() };
-    let store = ParamStore::from_values(run::cpu(), ck.spec.clone(), weights)?;
+    let store = ParamStore::from_values(fine_core::model::store::CpuDevice::default(), ck.spec.clone(), weights)?;
     let plain = fine_core::strategy::materialize(&dit, &store)?.host_values();
     if g.input.height != g.input.width {
         bail!(

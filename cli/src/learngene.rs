@@ -1,16 +1,17 @@
 //! The learngene pipeline around strategy plugins:
 //! `fine pretrain` → `fine learngene extract` → `fine init` → `fine train --from`.
 
-use crate::run::{self, RunDir};
 use crate::train::{load_config, Overrides};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use fine_core::checkpoint::Checkpoint;
 use fine_core::graph;
-use fine_core::model::{Backend, Dit};
+use fine_core::model::device::DeviceSpec;
+use fine_core::model::Backend;
+use fine_core::pipeline::{self as run, InitPhase, RunDir};
 use fine_core::plugin::Registry;
-use fine_core::strategy::{self as st, load_learngene, save_learngene};
-use fine_core::train::{TrainConfig, Trainer};
+use fine_core::strategy::{load_learngene, save_learngene};
+use fine_core::train::TrainConfig;
 use fine_plugin_api::Options;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -45,9 +46,9 @@ pub struct PretrainArgs {
     pub over: Overrides,
 }
 
-/// Runs `fine pretrain` on the `--device`.
-pub fn pretrain(a: PretrainArgs, reg: &Registry) -> Result<()> {
-    fine_core::on_device!(run::device(), |dev| pretrain_on(a, reg, dev))
+/// Runs `fine pretrain` on `device`.
+pub fn pretrain(a: PretrainArgs, reg: &Registry, device: DeviceSpec) -> Result<()> {
+    fine_core::on_device!(device, |dev| pretrain_on(a, reg, dev))
 }
 
 fn pretrain_on<D: Backend>(a: PretrainArgs, reg: &Registry, dev: D) -> Result<()> {
@@ -64,14 +65,8 @@ fn pretrain_on<D: Backend>(a: PretrainArgs, reg: &Registry, dev: D) -> Result<()
     let g = graph::load::from_file(&a.graph)?;
     let mut cfg = a.config.as_deref().map(load_config).transpose()?.unwrap_or_default();
     a.over.apply(&mut cfg)?;
-    let dit = Dit::new(&g);
-    let spec = strategy.ancestry(&g, &st::weights_of(&dit), &opts)?;
-    let mut t = Trainer::new(dev, &g, cfg, Some(spec)).with_context(|| format!("--graph {}", a.graph.display()))?;
-    t.extra = BTreeMap::from([
-        ("strategy".to_string(), info.name.clone()),
-        ("strategy_version".to_string(), info.version.clone()),
-        ("strategy_opts".to_string(), opts.to_ron()),
-    ]);
+    let mut t = run::ancestry_trainer(dev, strategy, &g, cfg, &opts)
+        .with_context(|| format!("--graph {}", a.graph.display()))?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let dir = RunDir(a.out.clone());
     run::write_run_ron(&dir, &t)?;
@@ -116,13 +111,13 @@ pub enum LearngeneCmd {
     },
 }
 
-/// Runs a learngene subcommand.
-pub fn learngene(cmd: LearngeneCmd, reg: &Registry) -> Result<()> {
+/// Runs a learngene subcommand (pool members distil on `device`).
+pub fn learngene(cmd: LearngeneCmd, reg: &Registry, device: DeviceSpec) -> Result<()> {
     match cmd {
         LearngeneCmd::Extract { run, out, no_ema } => {
             fine_core::util::fsx::refuse_run_file(&out, &run, "--out")?;
             let ck = Checkpoint::load(&RunDir(run.clone()).checkpoint())?;
-            let lg = extract(&ck, &run, no_ema, reg)?;
+            let lg = fine_core::on_device!(device, |dev| run::extract(dev, &ck, &run, no_ema, reg))?;
             save_learngene(&out, &lg)?;
             let n: usize = lg.tensors.values().map(|t| t.data.len()).sum();
             println!(
@@ -155,108 +150,6 @@ pub fn learngene(cmd: LearngeneCmd, reg: &Registry) -> Result<()> {
     }
 }
 
-/// The learngene of the ancestry run `run` (checkpoint `ck`) by the strategy that made it.
-pub fn extract(
-    ck: &Checkpoint,
-    run: &std::path::Path,
-    no_ema: bool,
-    reg: &Registry,
-) -> Result<fine_plugin_api::Learngene> {
-    let name = ck.extra.get("strategy").ok_or_else(|| {
-        anyhow!("{} was not made by `fine pretrain` (its checkpoint names no strategy)", run.display())
-    })?;
-    let strategy = reg.strategy(name)?;
-    let info = strategy.info();
-    if ck.extra.get("strategy_version") != Some(&info.version) {
-        eprintln!(
-            "warning: the run was made by `{name}` {}, this is {}",
-            ck.extra.get("strategy_version").map(String::as_str).unwrap_or("?"),
-            info.version
-        );
-    }
-    let opts = Options::from_ron(&info, ck.extra.get("strategy_opts").map(String::as_str).unwrap_or(""))?;
-    extract_with(ck, run, no_ema, strategy, &opts)
-}
-
-/// The learngene of the ancestry run `run` (checkpoint `ck`) by `strategy` with
-/// `opts` (the run's parameterization must be the one the strategy makes).
-pub fn extract_with(
-    ck: &Checkpoint,
-    run: &std::path::Path,
-    no_ema: bool,
-    strategy: &dyn fine_plugin_api::Strategy,
-    opts: &Options,
-) -> Result<fine_plugin_api::Learngene> {
-    let opts = opts.clone();
-    let init_share = ck.train.ema_init_share(ck.step as u64);
-    if !no_ema && init_share > 0.05 {
-        eprintln!(
-            "warning: the EMA (decay {}) of {} steps still holds {:.0} % of the initial weights; \
-             the learngene of an ancestry this short wants --no-ema (or a lower --ema-decay when training)",
-            ck.train.ema_decay,
-            ck.step,
-            100.0 * init_share
-        );
-    }
-    let values = if no_ema { &ck.params } else { &ck.ema };
-    let mut leaves = st::values_as_tensors(&ck.spec, values)?;
-    let pool = fine_core::on_device!(run::device(), |dev| distill_pool(dev, strategy, ck, &leaves, &opts, run))?;
-    leaves.extend(pool);
-    let mut lg = strategy.extract(&ck.graph, &ck.spec, &leaves, &opts)?;
-    lg.meta.insert("source_graph".into(), graph::load::to_ron(&ck.graph));
-    lg.meta.insert("source_run".into(), run.display().to_string());
-    lg.meta.insert("data".into(), format!("{} {}", ck.train.data, ck.train.split));
-    lg.meta.insert("steps".into(), ck.step.to_string());
-    lg.meta.insert("weights".into(), if no_ema { "live" } else { "ema" }.into());
-    Ok(lg)
-}
-
-/// The strategy's pool members (if any), each distilled from the ancestry
-/// `leaves` in `RUN/pool-NAME` (resumed when interrupted), as `pool.NAME.*` leaves.
-fn distill_pool<D: Backend>(
-    dev: D,
-    strategy: &dyn fine_plugin_api::Strategy,
-    ck: &Checkpoint,
-    leaves: &fine_plugin_api::Tensors,
-    opts: &Options,
-    run: &std::path::Path,
-) -> Result<fine_plugin_api::Tensors> {
-    let members = strategy.pool(&ck.graph, &ck.spec, leaves, opts)?;
-    for m in &members {
-        st::pool::check_member(&ck.graph, m)?;
-    }
-    let mut out = fine_plugin_api::Tensors::new();
-    for (i, m) in members.iter().enumerate() {
-        let teacher = st::pool::teacher(dev.clone(), &ck.graph, &ck.spec, leaves, m.alpha)?;
-        let dir = RunDir(run.join(format!("pool-{}", m.name)));
-        let mut t = if run::has_run(&dir.0) {
-            let mut t = Trainer::from_checkpoint(dev.clone(), Checkpoint::load(&dir.checkpoint())?)?;
-            if t.extra.get("pool_member") != Some(&m.name) || t.dit.graph != m.graph {
-                bail!("{} holds another run than pool member `{}`; delete it", dir.0.display(), m.name);
-            }
-            t.teacher = Some(teacher);
-            t
-        } else {
-            let cfg = TrainConfig { seed: ck.train.seed.wrapping_add(1 + i as u64), ..ck.train.clone() };
-            let t = st::pool::member_trainer(dev.clone(), m, teacher, cfg)?;
-            std::fs::create_dir_all(&dir.0).with_context(|| format!("creating {}", dir.0.display()))?;
-            run::write_run_ron(&dir, &t)?;
-            t
-        };
-        eprintln!(
-            "distilling pool member `{}` ({}) from the ancestry: {} steps, α = {} → {}",
-            m.name,
-            m.graph.name,
-            m.steps,
-            m.alpha,
-            dir.0.display()
-        );
-        run::train_loop(&mut t, &dir, m.steps, &format!("pool {}", m.name))?;
-        out.extend(st::pool::member_leaves(m, &t.ema_store()?)?);
-    }
-    Ok(out)
-}
-
 /// Storage of n descendants kept whole vs one learngene plus n per-model
 /// sets, when the strategy states its storage model (`storage.*` metadata).
 fn print_storage(lg: &fine_plugin_api::Learngene) {
@@ -283,19 +176,6 @@ fn print_storage(lg: &fine_plugin_api::Learngene) {
         depths.len(),
         full_total as f64 / lg_total as f64
     );
-}
-
-/// Strategy options `text` for a run seeded with `seed`: a strategy with a
-/// `seed` option (its own random draws, e.g. FINE's σ-init) gets the run's
-/// seed unless `text` sets it.
-pub fn seeded_options(info: &fine_plugin_api::PluginInfo, text: &str, seed: u64) -> Result<Options> {
-    let given = Options::parse(info, text)?;
-    let has_seed = info.options.iter().any(|o| o.name == "seed");
-    if !has_seed || text.contains("seed") || text.trim_start().starts_with('{') {
-        return Ok(given);
-    }
-    let sep = if text.trim().is_empty() { "" } else { "," };
-    Options::parse(info, &format!("{text}{sep}seed={seed}"))
 }
 
 /// Options of `fine init`.
@@ -331,9 +211,9 @@ pub struct InitArgs {
     pub over: Overrides,
 }
 
-/// Runs `fine init` on the `--device`.
-pub fn init(a: InitArgs, reg: &Registry) -> Result<()> {
-    fine_core::on_device!(run::device(), |dev| init_on(a, reg, dev))
+/// Runs `fine init` on `device`.
+pub fn init(a: InitArgs, reg: &Registry, device: DeviceSpec) -> Result<()> {
+    fine_core::on_device!(device, |dev| init_on(a, reg, dev))
 }
 
 fn init_on<D: Backend>(a: InitArgs, reg: &Registry, dev: D) -> Result<()> {
@@ -352,56 +232,45 @@ fn init_on<D: Backend>(a: InitArgs, reg: &Registry, dev: D) -> Result<()> {
     }
     let mut cfg = a.config.as_deref().map(load_config).transpose()?.unwrap_or_default();
     a.over.apply(&mut cfg)?;
-    let opts = seeded_options(&info, &a.strategy_opts, cfg.seed).context("--strategy-opts")?;
+    let opts = run::seeded_options(&info, &a.strategy_opts, cfg.seed).context("--strategy-opts")?;
     let t0 = Instant::now();
-    let probe_data = || fine_core::data::load(&cfg.data, fine_core::data::Split::Train);
-    let (dit, desc) = st::build_descendant(strategy, &lg, &target, &opts, probe_data, cfg.seed)
-        .with_context(|| format!("building a descendant of {} from {}", target.name, a.learngene.display()))?;
-    let g = dit.graph.clone();
-    let init_steps = st::init_phase_steps(a.init_steps, desc.init_steps);
-    if a.init_steps.is_some_and(|n| n > 0) && init_steps == 0 {
-        eprintln!("note: `{}` has no initialization phase; --init-steps is not used", info.name);
-    }
-    cfg.steps = init_steps.max(1);
-    cfg.ckpt_every = cfg.steps;
-    let store = st::descendant_store(dev, &dit, &desc, cfg.seed)?;
-    let trainable = store.num_trainable();
-    let mut extra = BTreeMap::from([
-        ("strategy".to_string(), info.name.clone()),
-        ("strategy_version".to_string(), info.version.clone()),
-        ("learngene".to_string(), a.learngene.display().to_string()),
-        ("init_steps".to_string(), init_steps.to_string()),
-        ("init_trainable".to_string(), trainable.to_string()),
-    ]);
-    let mut t = Trainer::with_store(dit.clone(), cfg.clone(), store, extra.clone())?;
     let heldout = match a.heldout {
         0 => None,
         n => {
             let data = fine_core::data::load(&cfg.data, fine_core::data::Split::Test)?;
-            Some(fine_core::train::heldout::HeldOut::new(&data, n, t.schedule(), 0)?)
+            let sched = fine_core::diffusion::NoiseSchedule::new(cfg.beta_schedule, cfg.diffusion_steps);
+            Some(fine_core::train::heldout::HeldOut::new(&data, n, &sched, 0)?)
         }
     };
-    let start = heldout.as_ref().map(|h| h.loss(&dit, &t.store, 64)).transpose()?;
-    if init_steps > 0 {
-        let idir = RunDir(a.out.join("init"));
-        std::fs::create_dir_all(&idir.0).with_context(|| format!("creating {}", idir.0.display()))?;
-        run::write_run_ron(&idir, &t)?;
-        eprintln!(
-            "initializing {} from `{}` learngene: {init_steps} steps training {trainable} of {} values on {} images",
-            g.name,
-            info.name,
-            t.store.num_values(),
-            t.data.len
-        );
-        run::train_loop(&mut t, &idir, init_steps, "init")?;
+    let mut extra = BTreeMap::from([
+        ("strategy".to_string(), info.name.clone()),
+        ("strategy_version".to_string(), info.version.clone()),
+        ("learngene".to_string(), a.learngene.display().to_string()),
+    ]);
+    let phase = InitPhase {
+        cfg: cfg.clone(),
+        steps: a.init_steps,
+        dir: RunDir(a.out.join("init")),
+        label: "init".into(),
+        extra: extra.clone(),
+        data: fine_core::train::trainer::load_data(&cfg, &target)?,
+        heldout: heldout.as_ref(),
+    };
+    let probe_data = || fine_core::data::load(&cfg.data, fine_core::data::Split::Train);
+    let d = run::initialize(dev, strategy, &lg, &target, &opts, probe_data, phase)
+        .with_context(|| format!("building a descendant of {} from {}", target.name, a.learngene.display()))?;
+    if a.init_steps.is_some_and(|n| n > 0) && d.steps == 0 {
+        eprintln!("note: `{}` has no initialization phase; --init-steps is not used", info.name);
     }
-    let plain = st::materialize(&dit, &t.store)?;
+    let g = d.dit.graph.clone();
+    extra.insert("init_steps".into(), d.steps.to_string());
+    extra.insert("init_trainable".into(), d.trainable.to_string());
     extra.insert("init_seconds".into(), format!("{:.3}", t0.elapsed().as_secs_f64()));
-    let values = plain.host_values();
+    let values = d.plain.host_values();
     let ck = Checkpoint {
         graph: g.clone(),
-        train: TrainConfig { steps: 0, ..cfg.clone() },
-        spec: plain.spec.clone(),
+        train: TrainConfig { steps: 0, ckpt_every: d.steps.max(1), ..cfg.clone() },
+        spec: d.plain.spec.clone(),
         step: 0,
         params: values.clone(),
         ema: values,
@@ -410,14 +279,13 @@ fn init_on<D: Backend>(a: InitArgs, reg: &Registry, dev: D) -> Result<()> {
         extra,
     };
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    if let (Some(h), Some(start)) = (&heldout, start) {
-        let end = h.loss(&dit, &t.store, 64)?;
+    if let Some((start, end)) = d.heldout {
         println!(
             "held-out ε-MSE ({} test, N = {}): {start:.5} before the initialization phase, {end:.5} after",
             cfg.data, a.heldout
         );
         let json = serde_json::json!({
-            "data": cfg.data, "split": "test", "n": a.heldout, "seed": 0, "init_steps": init_steps,
+            "data": cfg.data, "split": "test", "n": a.heldout, "seed": 0, "init_steps": d.steps,
             "before": start, "after": end,
         });
         fine_core::util::fsx::write_atomic(&a.out.join("heldout.json"), format!("{json}\n").as_bytes())?;

@@ -12,7 +12,6 @@ mod export;
 mod graph_cmd;
 mod learngene;
 mod plugins;
-mod run;
 mod sample;
 mod train;
 
@@ -99,6 +98,18 @@ fn keep_freed_memory() {
     }
 }
 
+/// Ctrl-C while a training loop runs stops it after its step, with a
+/// checkpoint ([`fine_core::pipeline::request_stop`]); at any other time, or a
+/// second time, the process ends at once (exit 130).
+fn catch_interrupts() {
+    let _ = ctrlc::set_handler(|| {
+        if !fine_core::pipeline::request_stop() {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: stopping after this step (Ctrl-C again to quit at once, without a checkpoint)");
+    });
+}
+
 /// Parses the command line. Whatever follows a flag that takes a value is its
 /// value (`--lr -1`, `--cfg -inf`), checked by that flag's parser with the flag
 /// named, not taken for an unknown argument.
@@ -127,8 +138,8 @@ fn main() {
     keep_freed_memory();
     link_builtins();
     let cli = parse_args();
-    run::catch_interrupts();
-    run::set_device(cli.device);
+    catch_interrupts();
+    let dev = cli.device;
     // The command runs on a rayon worker, so the kernels' parallel sections
     // share the pool's threads with the serial work instead of spinning
     // beside it (two busy threads on two cores, not three).
@@ -138,22 +149,22 @@ fn main() {
                 eprintln!("warning: {n}");
             }
             match cli.cmd {
-                Cmd::Train(a) => train::run(a, &reg),
-                Cmd::Sample(a) => sample::run(a, &reg),
-                Cmd::Eval(a) => eval::run(a, &reg),
+                Cmd::Train(a) => train::run(a, &reg, dev),
+                Cmd::Sample(a) => sample::run(a, &reg, dev),
+                Cmd::Eval(a) => eval::run(a, &reg, dev),
                 Cmd::Export(a) => export::run(a),
-                Cmd::Pretrain(a) => learngene::pretrain(a, &reg),
-                Cmd::Learngene { cmd } => learngene::learngene(cmd, &reg),
-                Cmd::Init(a) => learngene::init(a, &reg),
+                Cmd::Pretrain(a) => learngene::pretrain(a, &reg, dev),
+                Cmd::Learngene { cmd } => learngene::learngene(cmd, &reg, dev),
+                Cmd::Init(a) => learngene::init(a, &reg, dev),
                 Cmd::Graph { cmd } => graph_cmd::run(cmd),
-                Cmd::Demo(a) => demo::run(a, &reg),
+                Cmd::Demo(a) => demo::run(a, &reg, dev),
                 Cmd::Plugins { cmd } => plugins::run(cmd, &reg),
-                Cmd::Bench { cmd } => bench::run(cmd, &reg),
+                Cmd::Bench { cmd } => bench::run(cmd, &reg, dev),
             }
         })
     });
     if let Err(e) = result {
-        if let Some(i) = e.chain().find_map(|c| c.downcast_ref::<run::Interrupted>()) {
+        if let Some(i) = e.chain().find_map(|c| c.downcast_ref::<fine_core::pipeline::Interrupted>()) {
             eprintln!("{i}");
             std::process::exit(130);
         }

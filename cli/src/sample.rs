@@ -1,11 +1,12 @@
 //! `fine sample`: a PNG grid from a trained run.
 
-use crate::run::{self, RunDir};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use fine_core::checkpoint::Checkpoint;
 use fine_core::diffusion::NoiseSchedule;
+use fine_core::model::device::DeviceSpec;
 use fine_core::model::{Dit, ParamStore};
+use fine_core::pipeline::{Meter, RunDir};
 use fine_core::plugin::Registry;
 use fine_core::sample::{self as smp, Denoiser, Options};
 use fine_core::util::image::{display_scale, save_grid_png_scaled};
@@ -51,8 +52,13 @@ pub struct SampleArgs {
 
 /// Samples `n` images from a checkpoint; returns NCHW values in [-1, 1] and the labels.
 /// Runs on the `--device`.
-pub fn sample_images(ck: &Checkpoint, a: &SampleArgs, reg: &Registry) -> Result<(Vec<f32>, Vec<usize>)> {
-    fine_core::on_device!(run::device(), |dev| sample_on(dev, ck, a, reg))
+pub fn sample_images(
+    ck: &Checkpoint,
+    a: &SampleArgs,
+    reg: &Registry,
+    device: DeviceSpec,
+) -> Result<(Vec<f32>, Vec<usize>)> {
+    fine_core::on_device!(device, |dev| sample_on(dev, ck, a, reg))
 }
 
 fn sample_on<D: fine_core::model::Backend>(
@@ -77,7 +83,7 @@ fn sample_on<D: fine_core::model::Backend>(
     let sampler = reg.sampler(&a.sampler)?;
     let opts = Options::parse(&sampler.info(), &a.sampler_opts).context("--sampler-opts")?;
     let den = Denoiser { dit: &dit, store: &store, labels: labels.clone(), cfg_scale: a.cfg, chunk: 64 };
-    let mut meter = run::Meter::new(&format!("sampling {} images", a.n), steps);
+    let mut meter = Meter::new(&format!("sampling {} images", a.n), steps);
     let mut eps = |x: &[f32], t: usize| {
         meter.inc(1);
         den.eps(x, t)
@@ -88,7 +94,7 @@ fn sample_on<D: fine_core::model::Backend>(
 }
 
 /// Runs `fine sample`.
-pub fn run(a: SampleArgs, reg: &Registry) -> Result<()> {
+pub fn run(a: SampleArgs, reg: &Registry, device: DeviceSpec) -> Result<()> {
     if a.n == 0 {
         bail!("--n must be at least 1");
     }
@@ -100,7 +106,7 @@ pub fn run(a: SampleArgs, reg: &Registry) -> Result<()> {
     // x, ε̂, x₀ and the sampler's state: a few image-sized f32 buffers per image.
     let bytes = a.n as f64 * ck.graph.input.channels as f64 * (ck.graph.input.height * ck.graph.input.width) as f64;
     fine_core::util::mem::check_fits(6.0 * 4.0 * bytes, &format!("--n {}", a.n))?;
-    let (x, _) = sample_images(&ck, &a, reg)?;
+    let (x, _) = sample_images(&ck, &a, reg, device)?;
     let i = &ck.graph.input;
     let nrow = if a.class.is_some() {
         (a.n as f64).sqrt().ceil() as usize

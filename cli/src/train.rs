@@ -1,10 +1,11 @@
 //! `fine train`: a new run from a graph, or `--resume DIR`.
 
-use crate::run::{self, RunDir};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use fine_core::checkpoint::Checkpoint;
 use fine_core::graph;
+use fine_core::model::device::DeviceSpec;
+use fine_core::pipeline::{self as run, RunDir};
 use fine_core::train::{LrSchedule, TrainConfig, Trainer};
 use std::path::{Path, PathBuf};
 
@@ -150,9 +151,9 @@ pub fn load_config(path: &Path) -> Result<TrainConfig> {
     ron::from_str(&text).map_err(|e| anyhow!("{}:{}:{}: {}", path.display(), e.position.line, e.position.col, e.code))
 }
 
-/// Runs `fine train` on the `--device`.
-pub fn run(a: TrainArgs, reg: &fine_core::plugin::Registry) -> Result<()> {
-    fine_core::on_device!(run::device(), |dev| run_on(a, dev, reg))
+/// Runs `fine train` on `device`.
+pub fn run(a: TrainArgs, reg: &fine_core::plugin::Registry, device: DeviceSpec) -> Result<()> {
+    fine_core::on_device!(device, |dev| run_on(a, dev, reg))
 }
 
 fn run_on<D: fine_core::model::Backend>(a: TrainArgs, dev: D, reg: &fine_core::plugin::Registry) -> Result<()> {
@@ -186,7 +187,7 @@ fn run_on<D: fine_core::model::Backend>(a: TrainArgs, dev: D, reg: &fine_core::p
             None => TrainConfig::default(),
         };
         a.over.apply(&mut cfg)?;
-        let t = trainer_from(dev, from, cfg)?;
+        let t = run::trainer_from(dev, from, cfg)?;
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
         let rd = RunDir(out.clone());
         run::write_run_ron(&rd, &t)?;
@@ -239,7 +240,6 @@ fn run_on<D: fine_core::model::Backend>(a: TrainArgs, dev: D, reg: &fine_core::p
     Ok(())
 }
 
-/// Writes RUN/heldout.json: the held-out ε-MSE of the live and EMA weights.
 /// What `--eval-every` and `--sample-every` do after a step.
 fn watcher<'a, D: fine_core::model::Backend>(
     a: &'a TrainArgs,
@@ -294,6 +294,7 @@ fn sample_grid<D: fine_core::model::Backend>(
     fine_core::util::image::save_grid_png_scaled(path, &x, n, i.channels, i.height, i.width, classes.min(n), scale)
 }
 
+/// Writes RUN/heldout.json: the held-out ε-MSE of the live and EMA weights.
 pub(crate) fn heldout<D: fine_core::model::Backend>(t: &Trainer<D>, dir: &RunDir, n: usize) -> Result<()> {
     use fine_core::train::heldout::HeldOut;
     let data = fine_core::data::load(&t.cfg.data, fine_core::data::Split::Test)?;
@@ -307,19 +308,4 @@ pub(crate) fn heldout<D: fine_core::model::Backend>(t: &Trainer<D>, dir: &RunDir
     fine_core::util::fsx::write_atomic(&path, format!("{json}\n").as_bytes())?;
     println!("held-out ε-MSE ({} test, N = {n}): live {live:.5}, EMA {ema:.5}", t.cfg.data);
     Ok(())
-}
-
-/// A new run starting from the weights in `from` (an `init` folder or any run).
-pub fn trainer_from<D: fine_core::model::Backend>(
-    dev: D,
-    from: &std::path::Path,
-    cfg: TrainConfig,
-) -> Result<Trainer<D>> {
-    let ck = Checkpoint::load(&RunDir(from.to_path_buf()).checkpoint())?;
-    let dit = fine_core::model::Dit::new(&ck.graph);
-    let store = fine_core::model::ParamStore::from_values(dev, ck.spec.clone(), ck.params.clone())?;
-    let plain = fine_core::strategy::materialize(&dit, &store)?;
-    let mut extra = ck.extra.clone();
-    extra.insert("from".into(), from.display().to_string());
-    Trainer::with_store(dit, cfg, plain, extra)
 }

@@ -6,6 +6,8 @@
 //! named parameter store) → `diffusion` (noise schedules, loss) → `train`
 //! (AdamW, EMA, the loop, checkpoints) → `sample` (reverse-diffusion solvers)
 //! → `eval` (FID, sFID, precision/recall) → `data`/`util` (IDX data, images, plots).
+//! `strategy` is the host side of learngene strategies, and `pipeline` runs
+//! them end to end: pretrain → extract → initialize → train, in run folders.
 
 pub mod checkpoint;
 pub mod data;
@@ -13,6 +15,7 @@ pub mod diffusion;
 pub mod eval;
 pub mod graph;
 pub mod model;
+pub mod pipeline;
 pub mod plugin;
 pub mod sample;
 pub mod strategy;

@@ -25,14 +25,15 @@ pub mod config;
 mod report;
 mod score;
 
-use crate::run::{self, RunDir};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use config::{BenchConfig, Row};
 use fine_core::checkpoint::Checkpoint;
 use fine_core::data::Dataset;
 use fine_core::graph::{self, Graph};
+use fine_core::model::device::DeviceSpec;
 use fine_core::model::{Backend, Dit, ParamStore};
+use fine_core::pipeline::{self as run, InitPhase, RunDir};
 use fine_core::plugin::Registry;
 use fine_core::strategy::{self as st, load_learngene, save_learngene};
 use fine_core::train::{TrainConfig, Trainer};
@@ -116,9 +117,9 @@ struct Prepared<'a> {
     needs_ancestry: bool,
 }
 
-/// Runs `fine bench learngene` on the `--device`.
-pub fn run(a: BenchLearngeneArgs, reg: &Registry) -> Result<()> {
-    fine_core::on_device!(run::device(), |dev| run_on(a, reg, dev))
+/// Runs `fine bench learngene` on `device`.
+pub fn run(a: BenchLearngeneArgs, reg: &Registry, device: DeviceSpec) -> Result<()> {
+    fine_core::on_device!(device, |dev| run_on(a, reg, dev))
 }
 
 fn run_on<D: Backend>(a: BenchLearngeneArgs, reg: &Registry, dev: D) -> Result<()> {
@@ -254,7 +255,7 @@ fn prepare<'a>(r: &Row, anc: &Graph, sizes: &[Graph], data: &Dataset, reg: &'a R
             let spec = strategy.ancestry(anc, &st::weights_of(&dit), &anc_opts).context("ancestry")?;
             spec.validate(&dit.weight_shapes()).context("the strategy's ancestry parameterization")?;
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-            let store = ParamStore::init(run::cpu(), spec.clone(), &mut rng)?;
+            let store = ParamStore::init(fine_core::model::store::CpuDevice::default(), spec.clone(), &mut rng)?;
             let mut leaves = st::leaves_as_tensors(&store)?;
             for m in strategy.pool(anc, &spec, &leaves, &anc_opts).context("pool")? {
                 st::pool::check_member(anc, &m)?;
@@ -373,9 +374,9 @@ fn ancestry<D: Backend>(
     }
     let rd = RunDir(run_dir.clone());
     let mut t = if run::has_run(&run_dir) {
-        Trainer::from_checkpoint(dev, Checkpoint::load(&rd.checkpoint())?)?
+        Trainer::from_checkpoint(dev.clone(), Checkpoint::load(&rd.checkpoint())?)?
     } else {
-        let t = Trainer::new(dev, g, tcfg, Some(spec))?;
+        let t = Trainer::new(dev.clone(), g, tcfg, Some(spec))?;
         run::write_run_ron(&rd, &t)?;
         t
     };
@@ -390,13 +391,7 @@ fn ancestry<D: Backend>(
     let lg = match lg {
         Some(lg) => lg,
         None => {
-            let lg = crate::learngene::extract_with(
-                &t.checkpoint(),
-                &run_dir,
-                a.weights == config::Weights::Live,
-                s,
-                &opts,
-            )?;
+            let lg = run::extract_with(dev, &t.checkpoint(), &run_dir, a.weights == config::Weights::Live, s, &opts)?;
             save_learngene(&lg_path, &lg)?;
             lg
         }
@@ -493,21 +488,19 @@ fn descendant<D: Backend>(
     let t0 = Instant::now();
     let (mut t, init_steps, init_trainable) = match (&p.learngene, p.strategy) {
         (Some(lg), Some(s)) => {
-            let opts = &crate::learngene::seeded_options(&s.info(), &p.row.opts, seed)?;
-            let (dit, d) = st::build_descendant(s, lg, g, opts, || Ok(train_data.clone()), seed)?;
-            let init_steps = st::init_phase_steps(cfg.init.steps, d.init_steps);
-            let mut store = st::descendant_store(dev.clone(), &dit, &d, seed)?;
-            let trainable = if init_steps > 0 { store.num_trainable() } else { 0 };
-            if init_steps > 0 {
-                let icfg = phase_config(&cfg.init, &data, seed, init_steps);
-                let mut it = Trainer::with_store(dit.clone(), icfg, store, BTreeMap::new())?;
-                let rd = RunDir(dir.join("init"));
-                std::fs::create_dir_all(&rd.0)?;
-                run::train_loop(&mut it, &rd, init_steps, &format!("{label} init"))?;
-                store = it.store;
-            }
-            let plain: ParamStore<D> = st::materialize(&dit, &store)?;
-            (Trainer::with_store(dit.clone(), tcfg, plain, BTreeMap::new())?, init_steps, trainable)
+            let opts = &run::seeded_options(&s.info(), &p.row.opts, seed)?;
+            let phase = InitPhase {
+                cfg: phase_config(&cfg.init, &data, seed, 1),
+                steps: cfg.init.steps,
+                dir: RunDir(dir.join("init")),
+                label: format!("{label} init"),
+                extra: BTreeMap::new(),
+                data: train_data.clone(),
+                heldout: None,
+            };
+            let d = run::initialize(dev, s, lg, g, opts, || Ok(train_data.clone()), phase)?;
+            let trainable = if d.steps > 0 { d.trainable } else { 0 };
+            (Trainer::with_data(d.dit, tcfg, d.plain, train_data.clone(), BTreeMap::new())?, d.steps, trainable)
         }
         _ => (Trainer::new(dev, g, tcfg, None)?, 0, 0),
     };

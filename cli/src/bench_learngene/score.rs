@@ -158,7 +158,7 @@ impl<'a> Scorer<'a> {
         let opts = Options::parse(&sampler.info(), "")?;
         let den = Denoiser { dit: &t.dit, store: &t.store, labels, cfg_scale: e.cfg_scale, chunk: 64 };
         let sched = NoiseSchedule::new(t.cfg.beta_schedule, t.cfg.diffusion_steps);
-        let mut meter = crate::run::Meter::new(&format!("sampling {n} images"), e.sampling_steps);
+        let mut meter = fine_core::pipeline::Meter::new(&format!("sampling {n} images"), e.sampling_steps);
         let mut eps = |x: &[f32], step: usize| {
             meter.inc(1);
             den.eps(x, step)

@@ -218,7 +218,8 @@ impl<D: crate::model::Backend> Trainer<D> {
         ck.spec.validate(&dit.weight_shapes()).context("checkpoint parameterization does not fit its graph")?;
         let store = ParamStore::from_values(dev, ck.spec.clone(), ck.params)?;
         let opt = AdamW { m: ck.adam_m, v: ck.adam_v, t: ck.step as u64 };
-        Self::assemble(dit, ck.train, store, opt, ck.ema, ck.step, ck.extra)
+        let data = crate::train::trainer::load_data(&ck.train, &ck.graph)?;
+        Self::assemble(dit, ck.train, store, opt, ck.ema, ck.step, ck.extra, data)
     }
 
     /// The complete state as a checkpoint.

@@ -89,6 +89,18 @@ fn scaled(hp: AdamWHp, lr_scale: f32) -> AdamWHp {
     AdamWHp { lr: hp.lr * lr_scale as f64, ..hp }
 }
 
+/// The images a run of `cfg` on `graph` trains on: the split `cfg.split` of
+/// `cfg.data` (`synthetic`: 1024 seeded random images of the graph's shape, for
+/// tests), whole — the trainer takes `cfg.subset` of it.
+pub fn load_data(cfg: &TrainConfig, graph: &Graph) -> Result<Dataset> {
+    let split: Split = cfg.split.parse()?;
+    if cfg.data == "synthetic" {
+        let (i, classes) = (&graph.input, graph.conditioning.num_classes.min(256));
+        return Ok(Dataset::synthetic(1024, i.channels, i.height, i.width, classes, cfg.seed));
+    }
+    data::load(&cfg.data, split)
+}
+
 /// The random stream of step `s` of a run seeded with `seed`.
 pub fn step_rng(seed: u64, s: usize) -> ChaCha8Rng {
     let mut r = ChaCha8Rng::seed_from_u64(seed);
@@ -108,11 +120,12 @@ impl<D: Backend> Trainer<D> {
         rng.set_stream(u64::MAX);
         let store = ParamStore::init(dev, spec, &mut rng)?;
         let ema = store.host_values();
-        Self::assemble(dit, cfg, store, AdamW::default(), ema, 0, BTreeMap::new())
+        let data = load_data(&cfg, &dit.graph)?;
+        Self::assemble(dit, cfg, store, AdamW::default(), ema, 0, BTreeMap::new(), data)
     }
 
     /// A run whose weights are already given (e.g. built by a strategy):
-    /// fresh optimizer, EMA starting at the weights.
+    /// fresh optimizer, EMA starting at the weights; data loaded from the config.
     pub fn with_store(
         dit: Dit,
         cfg: TrainConfig,
@@ -120,11 +133,28 @@ impl<D: Backend> Trainer<D> {
         extra: BTreeMap<String, String>,
     ) -> Result<Self> {
         cfg.validate()?;
-        store.spec.validate(&dit.weight_shapes())?;
-        let ema = store.host_values();
-        Self::assemble(dit, cfg, store, AdamW::default(), ema, 0, extra)
+        let data = load_data(&cfg, &dit.graph)?;
+        Self::with_data(dit, cfg, store, data, extra)
     }
 
+    /// [`Self::with_store`] on `data`, the loaded images of `cfg.data`'s split
+    /// (the config's `subset` is taken from it here), so a caller that runs many
+    /// trainers on one data set loads it once.
+    pub fn with_data(
+        dit: Dit,
+        cfg: TrainConfig,
+        store: ParamStore<D>,
+        data: Dataset,
+        extra: BTreeMap<String, String>,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        store.spec.validate(&dit.weight_shapes())?;
+        let ema = store.host_values();
+        Self::assemble(dit, cfg, store, AdamW::default(), ema, 0, extra, data)
+    }
+
+    /// The trainer over its parts; `data` is the whole split (`cfg.subset` applies here).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn assemble(
         dit: Dit,
         cfg: TrainConfig,
@@ -133,25 +163,13 @@ impl<D: Backend> Trainer<D> {
         ema: BTreeMap<String, Vec<f32>>,
         step: usize,
         extra: BTreeMap<String, String>,
+        mut data: Dataset,
     ) -> Result<Self> {
-        let split: Split = cfg.split.parse()?;
         let g = &dit.graph;
         crate::util::mem::check_fits(
             crate::util::mem::training_bytes(g, cfg.batch),
             &format!("training `{}` at batch {}", g.name, cfg.batch),
         )?;
-        let mut data = if cfg.data == "synthetic" {
-            Dataset::synthetic(
-                1024,
-                g.input.channels,
-                g.input.height,
-                g.input.width,
-                g.conditioning.num_classes.min(256),
-                cfg.seed,
-            )
-        } else {
-            data::load(&cfg.data, split)?
-        };
         if let Some(n) = cfg.subset {
             if n == 0 || n > data.len {
                 bail!("subset {n} is not within 1..={} (images in {} {})", data.len, cfg.data, cfg.split);
