@@ -170,13 +170,13 @@ fn broken_and_mismatched_libraries_are_refused() {
     let st = Command::new("cc").args(["-shared", "-fPIC", "-o", s(&bad), s(&c)]).status().expect("cc");
     assert!(st.success());
     let e = fails(&["--plugin", s(&bad), "plugins", "list"]);
-    assert!(e.contains("libbad.so") && e.contains("999") && e.contains("ABI version 2"), "{e}");
+    assert!(e.contains("libbad.so") && e.contains("999") && e.contains("ABI version 3"), "{e}");
     // A plugin of ABI 1 (before the optional strategy hooks crossed the boundary).
     std::fs::write(&c, "unsigned fine_plugin_abi_version(void) { return 1; }\n").unwrap();
     let v1 = d.path().join("libv1.so");
     assert!(Command::new("cc").args(["-shared", "-fPIC", "-o", s(&v1), s(&c)]).status().unwrap().success());
     let e = fails(&["--plugin", s(&v1), "plugins", "list"]);
-    assert!(e.contains("libv1.so") && e.contains("version 1 ") && e.contains("ABI version 2"), "{e}");
+    assert!(e.contains("libv1.so") && e.contains("version 1 ") && e.contains("ABI version 3"), "{e}");
     std::fs::write(&c, "int unrelated(void) { return 0; }\n").unwrap();
     let none = d.path().join("libnone.so");
     assert!(Command::new("cc").args(["-shared", "-fPIC", "-o", s(&none), s(&c)]).status().unwrap().success());

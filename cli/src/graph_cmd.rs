@@ -21,7 +21,7 @@ pub fn run(cmd: GraphCmd) -> Result<()> {
         GraphCmd::Check { file } => {
             let g = graph::load::from_file(&file)?;
             println!("{}: ok", file.display());
-            println!("{}", graph::cost::describe(&g).trim_end());
+            println!("{}", fine_core::model::summary::describe(&g).trim_end());
             Ok(())
         }
     }

@@ -165,7 +165,7 @@ fn print_storage(lg: &fine_plugin_api::Learngene) {
     let mut lg_total = shared;
     println!("  storage (values) of descendants at depths {depths:?}, same width:");
     for d in depths {
-        let full = graph::param_count(&fine_core::graph::Graph { depth: d, ..anc.clone() });
+        let full = fine_core::model::summary::param_count(&fine_core::graph::Graph { depth: d, ..anc.clone() });
         let own = per_layer * d;
         full_total += full;
         lg_total += own;

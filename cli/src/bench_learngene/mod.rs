@@ -261,7 +261,7 @@ fn prepare<'a>(r: &Row, anc: &Graph, sizes: &[Graph], data: &Dataset, reg: &'a R
                 st::pool::check_member(anc, &m)?;
                 leaves.extend(st::pool::untrained_member_leaves(&m)?);
             }
-            strategy.extract(anc, &spec, &leaves, &anc_opts).context("extract")?
+            strategy.extract(anc, &st::weights_of(&dit), &spec, &leaves, &anc_opts).context("extract")?
         }
     };
     for g in sizes {

@@ -243,7 +243,7 @@ pub fn markdown(
     let table = |md: &mut String, title: &str, rows: &[String], sz: &[&Graph], col: &Column| -> Result<()> {
         writeln!(md, "\n### {title}: {}\n", col.title)?;
         let head: Vec<String> =
-            sz.iter().map(|g| format!("{} ({} params)", g.name, fine_core::graph::param_count(g))).collect();
+            sz.iter().map(|g| format!("{} ({} params)", g.name, fine_core::model::summary::param_count(g))).collect();
         writeln!(md, "| strategy | learngene (values) | {} |", head.join(" | "))?;
         writeln!(md, "|---|---:|{}", "---:|".repeat(sz.len()))?;
         for l in rows {

@@ -1,11 +1,6 @@
-//! Static cost of a graph: parameter names and shapes, counts, FLOPs, summary.
-//!
-//! Parameter names and shapes follow the PyTorch state dict of
-//! facebookresearch/DiT `models.py` (a `Linear` weight is `(out, in)`), in
-//! module registration order: `x_embedder`, `t_embedder`, `y_embedder`,
-//! `blocks.{i}` (norm1, attn, norm2, mlp, adaLN_modulation; the norms have no
-//! parameters) and `final_layer` (norm_final, linear, adaLN_modulation).
-//! The fixed sin-cos `pos_embed` is a buffer here and is not listed.
+//! Static cost of a graph: FLOPs, and the number formats of its summary. The
+//! weights themselves (names, shapes, counts) are declared by the model's
+//! layers: `model::Dit::weights`, `model::summary`.
 //!
 //! # FLOP convention
 //! A matmul of an `m×k` by a `k×n` matrix counts `2·m·n·k` FLOPs (one multiply
@@ -17,72 +12,11 @@
 
 use super::Graph;
 
-/// Every trainable parameter as `(state-dict name, PyTorch shape)`, in DiT order.
-pub fn param_shapes(g: &Graph) -> Vec<(String, Vec<usize>)> {
-    let (d, c, p) = (g.hidden, g.input.channels, g.patch_size);
-    let hm = g.mlp_hidden();
-    let mut v: Vec<(String, Vec<usize>)> = Vec::new();
-    let mut push = |name: String, shape: &[usize]| v.push((name, shape.to_vec()));
-    push("x_embedder.proj.weight".into(), &[d, c, p, p]);
-    push("x_embedder.proj.bias".into(), &[d]);
-    push("t_embedder.mlp.0.weight".into(), &[d, g.timestep.freq_dim]);
-    push("t_embedder.mlp.0.bias".into(), &[d]);
-    push("t_embedder.mlp.2.weight".into(), &[d, d]);
-    push("t_embedder.mlp.2.bias".into(), &[d]);
-    push("y_embedder.embedding_table.weight".into(), &[label_rows(g), d]);
-    for i in 0..g.depth {
-        let b = format!("blocks.{i}");
-        push(format!("{b}.attn.qkv.weight"), &[3 * d, d]);
-        if g.block.qkv_bias {
-            push(format!("{b}.attn.qkv.bias"), &[3 * d]);
-        }
-        push(format!("{b}.attn.proj.weight"), &[d, d]);
-        push(format!("{b}.attn.proj.bias"), &[d]);
-        push(format!("{b}.mlp.fc1.weight"), &[hm, d]);
-        push(format!("{b}.mlp.fc1.bias"), &[hm]);
-        push(format!("{b}.mlp.fc2.weight"), &[d, hm]);
-        push(format!("{b}.mlp.fc2.bias"), &[d]);
-        push(format!("{b}.adaLN_modulation.1.weight"), &[6 * d, d]);
-        push(format!("{b}.adaLN_modulation.1.bias"), &[6 * d]);
-    }
-    if g.stitch_after.is_some() {
-        push("stitch.weight".into(), &[d, d]);
-        push("stitch.bias".into(), &[d]);
-    }
-    let out = out_patch_dim(g);
-    push("final_layer.linear.weight".into(), &[out, d]);
-    push("final_layer.linear.bias".into(), &[out]);
-    push("final_layer.adaLN_modulation.1.weight".into(), &[2 * d, d]);
-    push("final_layer.adaLN_modulation.1.bias".into(), &[2 * d]);
-    v
-}
-
 /// Rows of the label table: one per class, plus the null class iff labels are
 /// dropped during training (DiT: `use_cfg_embedding = dropout_prob > 0`).
 pub fn label_rows(g: &Graph) -> usize {
     let null = usize::from(g.conditioning.label_dropout > 0.0);
     g.conditioning.num_classes + null
-}
-
-/// Total number of trainable parameters.
-pub fn param_count(g: &Graph) -> usize {
-    param_shapes(g).iter().map(|(_, s)| s.iter().product::<usize>()).sum()
-}
-
-/// Parameter counts per group: `embeddings` (x/t/y embedders), `blocks`, `final layer`.
-pub fn param_groups(g: &Graph) -> [(&'static str, usize); 3] {
-    let mut groups = [("embeddings", 0), ("blocks", 0), ("final layer", 0)];
-    for (name, shape) in param_shapes(g) {
-        let i = if name.starts_with("blocks.") || name.starts_with("stitch.") {
-            1
-        } else if name.starts_with("final_layer.") {
-            2
-        } else {
-            0
-        };
-        groups[i].1 += shape.iter().product::<usize>();
-    }
-    groups
 }
 
 /// FLOPs for one image (see the module docs for the convention).
@@ -119,38 +53,8 @@ fn out_patch_dim(g: &Graph) -> usize {
     g.patch_size * g.patch_size * g.out_channels()
 }
 
-/// A multi-line human-readable summary: shapes, parameters and FLOPs.
-pub fn describe(g: &Graph) -> String {
-    let (gh, gw) = g.grid();
-    let (c, h, w, p) = (g.input.channels, g.input.height, g.input.width, g.patch_size);
-    let n = param_count(g);
-    let f = flops_per_image(g);
-    let null = if label_rows(g) > g.conditioning.num_classes { " (+1 null)" } else { "" };
-    let mut s = format!("graph {}\n", g.name);
-    s += &format!("  input        {c}×{h}×{w} (C×H×W)\n");
-    s += &format!("  patch        {p}×{p} → {gh}×{gw} grid = {} tokens\n", g.tokens());
-    s += &format!(
-        "  transformer  hidden {}, depth {}, heads {} (head_dim {}), mlp hidden {}\n",
-        g.hidden,
-        g.depth,
-        g.heads,
-        g.head_dim(),
-        g.mlp_hidden()
-    );
-    if let Some(k) = g.stitch_after {
-        s += &format!("  stitch       linear {0}→{0} between blocks {k} and {1}\n", g.hidden, k + 1);
-    }
-    s += &format!("  classes      {}{null}\n", g.conditioning.num_classes);
-    s += &format!("  parameters   {} ({})\n", thousands(n as u64), human(n as f64));
-    for (group, count) in param_groups(g) {
-        s += &format!("    {group:<12} {:>14} ({})\n", thousands(count as u64), human(count as f64));
-    }
-    s += &format!("  GFLOPs/image forward {}, training {}\n", gflops(f.forward), gflops(f.training));
-    s
-}
-
 /// `32858896` → `"32,858,896"`.
-fn thousands(n: u64) -> String {
+pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, ch) in digits.chars().enumerate() {
@@ -195,52 +99,6 @@ mod tests {
     }
 
     #[test]
-    fn dit_s2_matches_pytorch_count() {
-        // Real DiT-S/2 (learn_sigma, pos_embed) has 32,963,360 params. Without
-        // learned sigma the final linear has 16 outputs instead of 32
-        // (−16·384 − 16 = −6,160) and pos_embed (256·384 = 98,304) is a buffer:
-        // 32,963,360 − 6,160 − 98,304 = 32,858,896.
-        assert_eq!(param_count(&dit(384, 12, 6)), 32_858_896);
-    }
-
-    #[test]
-    fn dit_xl2_matches_pytorch_count() {
-        // Real DiT-XL/2: 675,129,632 incl. pos_embed (256·1152 = 294,912) and a
-        // final linear with 2·2·8 = 32 outputs. With 16 outputs the final linear
-        // loses 16·1152 + 16 = 18,448 params:
-        // 675,129,632 − 294,912 − 18,448 = 674,816,272.
-        assert_eq!(param_count(&dit(1152, 28, 16)), 674_816_272);
-    }
-
-    #[test]
-    fn names_order_and_optional_params() {
-        let mut g = test_graph(1, 8, 4, 8, 2, 2);
-        let shapes = param_shapes(&g);
-        assert_eq!(shapes[0], ("x_embedder.proj.weight".into(), vec![8, 1, 4, 4]));
-        assert_eq!(shapes[6], ("y_embedder.embedding_table.weight".into(), vec![11, 8]));
-        assert_eq!(shapes[7], ("blocks.0.attn.qkv.weight".into(), vec![24, 8]));
-        assert_eq!(shapes[14].0, "blocks.0.mlp.fc2.bias");
-        assert_eq!(shapes[17].0, "blocks.1.attn.qkv.weight");
-        let last = shapes.last().unwrap();
-        assert_eq!(last, &("final_layer.adaLN_modulation.1.bias".into(), vec![16]));
-        assert_eq!(shapes.len(), 7 + 2 * 10 + 4);
-        g.block.qkv_bias = false;
-        g.conditioning.label_dropout = 0.0;
-        let shapes = param_shapes(&g);
-        assert_eq!(shapes.len(), 7 + 2 * 9 + 4);
-        assert!(shapes.iter().all(|(n, _)| !n.ends_with("qkv.bias")));
-        assert_eq!(shapes[6].1, vec![10, 8]);
-    }
-
-    #[test]
-    fn groups_sum_to_total() {
-        let g = dit(384, 12, 6);
-        let groups = param_groups(&g);
-        assert_eq!(groups.iter().map(|(_, n)| n).sum::<usize>(), param_count(&g));
-        assert_eq!(groups[1].1, 12 * (18 * 384 * 384 + 15 * 384));
-    }
-
-    #[test]
     fn tiny_flops_by_hand() {
         // C=1, 8×8, p=4 → T=4, patch dim 16; D=8; Hm=16; freq_dim=4; depth 1.
         let mut g = test_graph(1, 8, 4, 8, 1, 2);
@@ -268,16 +126,12 @@ mod tests {
     }
 
     #[test]
-    fn describe_mentions_the_numbers() {
-        let mut g = dit(384, 12, 6);
-        g.name = "DiT-S/2".into();
-        let s = describe(&g);
-        for needle in ["DiT-S/2", "32,858,896", "32.9 M", "256 tokens", "head_dim 64", "(+1 null)"] {
-            assert!(s.contains(needle), "{needle:?} missing from\n{s}");
-        }
+    fn number_formats() {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(32_858_896), "32,858,896");
         assert_eq!(human(512.0), "512");
+        assert_eq!(human(32_858_896.0), "32.9 M");
         assert_eq!(gflops(7872), "0.00000787");
         assert_eq!(gflops(3_500_000), "0.00350");
         assert_eq!(gflops(18_240_000_000), "18.2");

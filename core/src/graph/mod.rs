@@ -13,7 +13,7 @@ pub mod cost;
 pub mod load;
 pub mod validate;
 
-pub use cost::{describe, flops_per_image, param_count, param_groups, param_shapes, Flops};
+pub use cost::{flops_per_image, Flops};
 pub use load::{from_file, from_str, to_ron};
 pub use validate::validate;
 

@@ -12,10 +12,9 @@
 //! loss compares it with the target noise rearranged the same way, which is
 //! exactly the MSE after `unpatchify` (a permutation).
 
-use super::init::dit_init;
-use super::layers::{block::DitBlock, embed, final_layer::FinalLayer, linear::Linear, silu, T2, T3};
-use super::{Backend, Params};
-use crate::graph::{cost::param_shapes, Graph};
+use super::layers::{block::DitBlock, embed, final_layer::FinalLayer, linear::Linear, silu, WeightSpec, T2, T3};
+use super::{init, Backend, Params};
+use crate::graph::Graph;
 use anyhow::{bail, Result};
 use dfdx::prelude::*;
 use fine_plugin_api::param::Parameterization;
@@ -40,7 +39,7 @@ impl Dit {
         let g = graph;
         let d = g.hidden;
         let (gh, gw) = g.grid();
-        let rows = g.conditioning.num_classes + usize::from(g.conditioning.label_dropout > 0.0);
+        let rows = crate::graph::cost::label_rows(g);
         Self {
             graph: g.clone(),
             x_embedder: Linear::new("x_embedder.proj", g.patch_dim(), d),
@@ -55,21 +54,38 @@ impl Dit {
         }
     }
 
-    /// Every weight the model reads, in DiT state-dict order, with PyTorch shapes.
+    /// Every weight the model reads, as its layers declare it (name, PyTorch
+    /// shape, DiT's initialization, role), in DiT's state-dict order:
+    /// x_embedder, t_embedder, y_embedder, blocks, stitch, final_layer. The
+    /// fixed sin-cos `pos_embed` is a buffer, not a weight.
+    pub fn weights(&self) -> Vec<WeightSpec> {
+        let mut out = Vec::new();
+        embed::declare_patch(&self.x_embedder, self.graph.input.channels, self.graph.patch_size, &mut out);
+        self.t_embedder.declare(&mut out);
+        self.y_embedder.declare(&mut out);
+        for (l, block) in self.blocks.iter().enumerate() {
+            block.declare(l, &mut out);
+        }
+        if let Some((_, stitch)) = &self.stitch {
+            stitch.declare("stitch", None, init::identity(), &mut out);
+        }
+        self.final_layer.declare(&mut out);
+        out
+    }
+
+    /// Every weight's name and PyTorch shape ([`Self::weights`]).
     pub fn weight_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        param_shapes(&self.graph)
+        self.weights().into_iter().map(|w| (w.name, w.shape)).collect()
+    }
+
+    /// Number of values in the model's weights.
+    pub fn param_count(&self) -> usize {
+        self.weights().iter().map(|w| w.shape.iter().product::<usize>()).sum()
     }
 
     /// One leaf per weight with DiT's initialization.
     pub fn plain_parameterization(&self) -> Parameterization {
-        let w: Vec<_> = self
-            .weight_shapes()
-            .into_iter()
-            .map(|(n, s)| {
-                let init = dit_init(&n, &s, &self.graph);
-                (n, s, init)
-            })
-            .collect();
+        let w: Vec<_> = self.weights().into_iter().map(|w| (w.name, w.shape, w.init)).collect();
         Parameterization::plain(&w)
     }
 
@@ -204,6 +220,6 @@ mod tests {
         assert_eq!(k2, plain.tokens_after(&store.view(), &x, &t, &y, 2).unwrap());
         assert_eq!(k2.len(), 2 * 16 * 16);
         assert!(stitched.tokens_after(&store.view(), &x, &t, &y, 4).is_err());
-        assert_eq!(crate::graph::param_count(&gs), crate::graph::param_count(&g) + 16 * 16 + 16);
+        assert_eq!(stitched.param_count(), plain.param_count() + 16 * 16 + 16);
     }
 }

@@ -1,6 +1,7 @@
 //! Initialization — the one place that documents how every weight starts.
-//!
-//! Follows DiT's `initialize_weights` (facebookresearch/DiT `models.py`):
+//! Each layer declares its weights with one of the rules below
+//! (`declare` in `layers/`), following DiT's `initialize_weights`
+//! (facebookresearch/DiT `models.py`):
 //!
 //! | weight | init |
 //! |---|---|
@@ -15,27 +16,33 @@
 //! | `stitch.weight` (D, D), `stitch.bias` (graphs with `stitch_after`) | identity, zero (a fresh stitch passes tokens through) |
 //! | `pos_embed` | fixed 2-D sin-cos, not a parameter (see `layers::embed`) |
 
-use crate::graph::Graph;
 use fine_plugin_api::param::Init;
 
-/// DiT's initialization for the weight `name` of `shape` (PyTorch (out, in) order) in graph `g`.
-pub fn dit_init(name: &str, shape: &[usize], g: &Graph) -> Init {
-    if name == "x_embedder.proj.bias" {
-        let a = 1.0 / (g.patch_dim() as f32).sqrt();
-        return Init::Uniform { lo: -a, hi: a };
-    }
-    if name == "stitch.weight" {
-        return Init::Eye;
-    }
-    let is_bias = name.ends_with(".bias");
-    if name.contains("adaLN_modulation") || name.starts_with("final_layer.linear") || is_bias {
-        return Init::Zeros;
-    }
-    if name.starts_with("y_embedder.") || name.starts_with("t_embedder.") {
-        return Init::Normal { std: 0.02 };
-    }
-    // Linear (out, in) or conv (out, C, p, p): fan_out = shape[0]·receptive, fan_in = rest.
+/// Xavier-uniform for a weight of PyTorch shape `shape`: a linear (out, in) or
+/// a conv (out, C, p, p), fan_out = shape[0], fan_in = the rest.
+pub fn xavier(shape: &[usize]) -> Init {
     let fan_out = shape.first().copied().unwrap_or(1);
     let fan_in = shape.iter().skip(1).product::<usize>().max(1);
     Init::XavierUniform { fan_in, fan_out }
+}
+
+/// Zero: biases, adaLN modulations, the final linear layer.
+pub fn zero() -> Init {
+    Init::Zeros
+}
+
+/// Normal(0, 0.02²): the timestep MLP's weights and the label table.
+pub fn embedding() -> Init {
+    Init::Normal { std: 0.02 }
+}
+
+/// PyTorch's Conv2d bias default U(±1/√fan_in), which DiT keeps for the patch embedding.
+pub fn conv_bias(fan_in: usize) -> Init {
+    let a = 1.0 / (fan_in as f32).sqrt();
+    Init::Uniform { lo: -a, hi: a }
+}
+
+/// The identity matrix: a fresh stitching layer passes tokens through.
+pub fn identity() -> Init {
+    Init::Eye
 }

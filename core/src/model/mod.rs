@@ -16,6 +16,7 @@ pub mod init;
 pub mod kernels;
 pub mod layers;
 pub mod store;
+pub mod summary;
 
 pub use dit::Dit;
 pub use fine_plugin_api::param::{self as expr, Expr, Init, LeafSpec, Parameterization};

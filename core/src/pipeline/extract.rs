@@ -58,7 +58,8 @@ pub fn extract_with<D: Backend>(
     let mut leaves = st::values_as_tensors(&ck.spec, values)?;
     let pool = distill_pool(dev, strategy, ck, &leaves, opts, run)?;
     leaves.extend(pool);
-    let mut lg = strategy.extract(&ck.graph, &ck.spec, &leaves, opts)?;
+    let weights = st::weights_of(&crate::model::Dit::new(&ck.graph));
+    let mut lg = strategy.extract(&ck.graph, &weights, &ck.spec, &leaves, opts)?;
     lg.meta.insert("source_graph".into(), crate::graph::load::to_ron(&ck.graph));
     lg.meta.insert("source_run".into(), run.display().to_string());
     lg.meta.insert("data".into(), format!("{} {}", ck.train.data, ck.train.split));

@@ -256,8 +256,16 @@ impl Strategy for DynStrategy {
         ron::from_str(&r).map_err(|e| anyhow!("strategy `{}`: bad ancestry reply: {e}", self.info.name))
     }
 
-    fn extract(&self, graph: &Graph, spec: &Parameterization, leaves: &Tensors, opts: &Options) -> Result<Learngene> {
-        let req = ExtractReq { graph: graph.clone(), spec: spec.clone(), opts: opts.to_ron() };
+    fn extract(
+        &self,
+        graph: &Graph,
+        weights: &[WeightSpec],
+        spec: &Parameterization,
+        leaves: &Tensors,
+        opts: &Options,
+    ) -> Result<Learngene> {
+        let req =
+            ExtractReq { graph: graph.clone(), weights: weights.to_vec(), spec: spec.clone(), opts: opts.to_ron() };
         let (r, t) =
             self.call(METHOD_EXTRACT, ron::to_string(&req)?, Some(to_safetensors(leaves, &BTreeMap::new())?))?;
         let h: LearngeneHeader =
@@ -278,7 +286,7 @@ impl Strategy for DynStrategy {
         leaves: &Tensors,
         opts: &Options,
     ) -> Result<Vec<PoolMember>> {
-        let req = PoolReq { graph: graph.clone(), spec: spec.clone(), opts: opts.to_ron() };
+        let req = PoolReq { graph: graph.clone(), weights: Vec::new(), spec: spec.clone(), opts: opts.to_ron() };
         let (r, t) = self.call(METHOD_POOL, ron::to_string(&req)?, Some(to_safetensors(leaves, &BTreeMap::new())?))?;
         let headers: Vec<PoolMemberHeader> = self.reply(&r, "pool")?;
         let (values, _) =

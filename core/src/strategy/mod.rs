@@ -21,10 +21,9 @@ use std::path::Path;
 /// Format tag of learngene files.
 pub const LEARNGENE_FORMAT: &str = "fine-learngene/1";
 
-/// The weights of `dit` with DiT's initialization, as strategies see them.
+/// The weights of `dit` with DiT's initialization and their roles, as strategies see them.
 pub fn weights_of(dit: &Dit) -> Vec<WeightSpec> {
-    let spec = dit.plain_parameterization();
-    spec.leaves.into_iter().map(|l| WeightSpec { name: l.name, shape: l.shape, init: l.init }).collect()
+    dit.weights()
 }
 
 /// The store's leaves as named tensors.

@@ -48,7 +48,7 @@ pub fn check_fits(bytes: f64, what: &str) -> Result<()> {
 /// than a forecast: it refuses only what cannot fit.
 pub fn training_bytes(g: &crate::graph::Graph, batch: usize) -> f64 {
     let (d, t) = (g.hidden as f64, g.tokens() as f64);
-    let params = crate::graph::param_count(g) as f64;
+    let params = crate::model::summary::param_count(g) as f64;
     let per_block = 20.0 * t * d + g.heads as f64 * t * t;
     4.0 * (5.0 * params + batch as f64 * g.depth as f64 * per_block)
 }

@@ -44,7 +44,14 @@ impl Strategy for DepthInterp {
         Ok(plain(weights))
     }
 
-    fn extract(&self, g: &Graph, _spec: &Parameterization, leaves: &Tensors, _o: &Options) -> Result<Learngene> {
+    fn extract(
+        &self,
+        g: &Graph,
+        _weights: &[WeightSpec],
+        _spec: &Parameterization,
+        leaves: &Tensors,
+        _o: &Options,
+    ) -> Result<Learngene> {
         let meta =
             BTreeMap::from([("depth".to_string(), g.depth.to_string()), ("hidden".to_string(), g.hidden.to_string())]);
         Ok(Learngene {

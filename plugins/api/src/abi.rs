@@ -27,7 +27,8 @@ use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Version of this interface. Bump on any change to the types below.
-pub const ABI_VERSION: u32 = 2;
+/// 3: weights carry their role and block; `extract` receives the weights.
+pub const ABI_VERSION: u32 = 3;
 /// Exported symbol: `extern "C" fn() -> u32`.
 pub const VERSION_SYMBOL: &[u8] = b"fine_plugin_abi_version\0";
 /// Exported symbol: `extern "C" fn() -> *const PluginVTable`.
@@ -173,6 +174,9 @@ pub struct AncestryReq {
 pub struct ExtractReq {
     /// Ancestry graph.
     pub graph: Graph,
+    /// Its weights (empty in a `pool` request).
+    #[serde(default)]
+    pub weights: Vec<WeightSpec>,
     /// Its parameterization.
     pub spec: Parameterization,
     /// Options.
@@ -399,7 +403,7 @@ pub extern "C" fn strategy_impl<P: Provider>(
             METHOD_EXTRACT => {
                 let r: ExtractReq = ron::from_str(req)?;
                 let (leaves, _) = from_safetensors(tin)?;
-                let lg = s.extract(&r.graph, &r.spec, &leaves, &Options::from_ron(&info, &r.opts)?)?;
+                let lg = s.extract(&r.graph, &r.weights, &r.spec, &leaves, &Options::from_ron(&info, &r.opts)?)?;
                 let h = LearngeneHeader { strategy: lg.strategy, strategy_version: lg.strategy_version, meta: lg.meta };
                 (ron::to_string(&h)?, Some(to_safetensors(&lg.tensors, &BTreeMap::new())?))
             }

@@ -29,7 +29,9 @@ use std::collections::BTreeMap;
 pub mod dit;
 pub mod testing;
 
-/// A weight the model reads: DiT name, PyTorch shape, DiT's default init.
+/// A weight the model reads, as its layer declares it: name, PyTorch shape,
+/// DiT's default init, and what it does (role and block). Strategies work by
+/// role and block index, never by parsing names.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WeightSpec {
     /// e.g. `blocks.3.attn.qkv.weight`.
@@ -38,6 +40,22 @@ pub struct WeightSpec {
     pub shape: Vec<usize>,
     /// DiT's initialization of this weight.
     pub init: Init,
+    /// What the weight is, the same in every block: a block's matrices are
+    /// `qkv`, `proj`, `fc1`, `fc2` and `ada` (its adaLN modulation) and their
+    /// biases `qkv.bias` …; outside the blocks `patch`, `time.fc1`, `time.fc2`,
+    /// `label`, `stitch`, `head`, `head.ada` (and `.bias` of each).
+    #[serde(default)]
+    pub role: String,
+    /// The block the weight lies in; `None` outside the blocks.
+    #[serde(default)]
+    pub block: Option<usize>,
+}
+
+impl WeightSpec {
+    /// Whether this is block `l`'s weight of role `role`.
+    pub fn is(&self, l: usize, role: &str) -> bool {
+        self.block == Some(l) && self.role == role
+    }
 }
 
 /// What a strategy extracted from a trained ancestry.
@@ -115,8 +133,16 @@ pub trait Strategy: Send + Sync {
     fn info(&self) -> PluginInfo;
     /// Phase 1: the parameterization of an ancestry model of `graph`, whose weights are `weights`.
     fn ancestry(&self, graph: &Graph, weights: &[WeightSpec], opts: &Options) -> Result<Parameterization>;
-    /// The learngene of a trained ancestry: `leaves` are its trained leaf values.
-    fn extract(&self, graph: &Graph, spec: &Parameterization, leaves: &Tensors, opts: &Options) -> Result<Learngene>;
+    /// The learngene of a trained ancestry of `graph` (weights `weights`,
+    /// parameterized by `spec`): `leaves` are its trained leaf values.
+    fn extract(
+        &self,
+        graph: &Graph,
+        weights: &[WeightSpec],
+        spec: &Parameterization,
+        leaves: &Tensors,
+        opts: &Options,
+    ) -> Result<Learngene>;
     /// A descendant of `target` (weights `weights`) initialized from `learngene`.
     fn descendant(
         &self,

@@ -66,7 +66,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use fine_plugin_api::info::OptionType;
-use fine_plugin_api::strategy::dit::{self, block_of, rank_of, type_of, type_shape, SigmaPhase};
+use fine_plugin_api::strategy::dit::{self, rank_of, type_of, type_shape, SigmaPhase};
 use fine_plugin_api::tensors::{Tensor, Tensors};
 use fine_plugin_api::{
     Descendant, Expr, Graph, Init, LeafSpec, Learngene, OptionSpec, Options, Parameterization, PluginInfo, PluginKind,
@@ -77,7 +77,7 @@ use std::collections::BTreeMap;
 
 pub mod width;
 
-/// The five factorized weight types: (type name, weight suffix inside `blocks.{l}.`).
+/// The five factorized weight types (the roles of a block's matrices).
 pub use fine_plugin_api::strategy::dit::TYPES;
 
 /// The FINE strategy.
@@ -116,7 +116,7 @@ fn factorized(
 ) -> Parameterization {
     let mut leaves = Vec::new();
     let mut bindings = BTreeMap::new();
-    for (t, _) in TYPES {
+    for t in TYPES {
         let (m1, m2, r) = ranks[t];
         // Var(W_ij) = r · Var(U) · Var(V) · σ² = 2/(m1+m2) (Xavier) either way.
         let (su, sv, sigma) = match factor_init {
@@ -141,7 +141,7 @@ fn factorized(
         }
     }
     for w in weights {
-        match block_of(&w.name).and_then(|(l, suffix)| Some((l, type_of(suffix)?))) {
+        match type_of(w) {
             Some((l, t)) => {
                 bindings.insert(w.name.clone(), factor(t, l));
             }
@@ -154,8 +154,8 @@ fn factorized(
 fn ranks_for(weights: &[WeightSpec], opts: &Options) -> Result<BTreeMap<&'static str, (usize, usize, usize)>> {
     TYPES
         .iter()
-        .map(|(t, suffix)| {
-            let (m1, m2) = type_shape(weights, suffix)?;
+        .map(|t| {
+            let (m1, m2) = type_shape(weights, t)?;
             Ok((*t, (m1, m2, rank_of(opts, t, m1, m2)?)))
         })
         .collect()
@@ -171,7 +171,7 @@ impl Strategy for Fine {
                 &format!("rank r of the shared {t} factors (0 = min(m1, m2))"),
             )
         };
-        let mut options: Vec<OptionSpec> = TYPES.iter().map(|(t, _)| rank(t)).collect();
+        let mut options: Vec<OptionSpec> = TYPES.iter().map(|t| rank(t)).collect();
         options.push(OptionSpec::new(
             "factor_init",
             OptionType::Choice(vec!["balanced".into(), "sigma".into()]),
@@ -194,7 +194,14 @@ impl Strategy for Fine {
         Ok(factorized(weights, graph.depth, &ranks, opts.text("factor_init")?, |_| true))
     }
 
-    fn extract(&self, graph: &Graph, spec: &Parameterization, leaves: &Tensors, _opts: &Options) -> Result<Learngene> {
+    fn extract(
+        &self,
+        graph: &Graph,
+        _weights: &[WeightSpec],
+        spec: &Parameterization,
+        leaves: &Tensors,
+        _opts: &Options,
+    ) -> Result<Learngene> {
         if !spec.leaves.iter().any(|l| l.name == leaf("qkv", "U")) {
             bail!("this run is not a FINE ancestry: it has no `{}` leaf", leaf("qkv", "U"));
         }
@@ -208,7 +215,7 @@ impl Strategy for Fine {
         let mut meta = dit::ancestry_meta(graph);
         meta.insert("heads".to_string(), graph.heads.to_string());
         let mut per_layer = 0usize;
-        for (t, _) in TYPES {
+        for t in TYPES {
             let u = &tensors[&leaf(t, "U")];
             meta.insert(format!("rank_{t}"), u.shape[1].to_string());
             per_layer += u.shape[1];
@@ -227,8 +234,8 @@ impl Strategy for Fine {
             return self.wider_or_narrower(lg, target, weights, opts);
         }
         let mut ranks = BTreeMap::new();
-        for (t, suffix) in TYPES {
-            let (m1, m2) = type_shape(weights, suffix)?;
+        for t in TYPES {
+            let (m1, m2) = type_shape(weights, t)?;
             let u = lg.tensors.get(&leaf(t, "U")).ok_or_else(|| anyhow!("learngene lacks `{}`", leaf(t, "U")))?;
             let v = lg.tensors.get(&leaf(t, "V")).ok_or_else(|| anyhow!("learngene lacks `{}`", leaf(t, "V")))?;
             if u.shape[0] != m1 || v.shape[0] != m2 {
@@ -281,7 +288,7 @@ impl Fine {
         opts: &Options,
     ) -> Result<Descendant> {
         let mut ranks = BTreeMap::new();
-        for (t, _) in TYPES {
+        for t in TYPES {
             let u = lg.tensors.get(&leaf(t, "U")).ok_or_else(|| anyhow!("learngene lacks `{}`", leaf(t, "U")))?;
             let v = lg.tensors.get(&leaf(t, "V")).ok_or_else(|| anyhow!("learngene lacks `{}`", leaf(t, "V")))?;
             ranks.insert(t, (u.shape[0], v.shape[0], u.shape[1]));
@@ -299,7 +306,7 @@ impl Fine {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let phase = SigmaPhase::from_options(opts, &[])?;
         phase.scale_lr(&mut spec);
-        for (t, _) in TYPES {
+        for t in TYPES {
             let name = leaf(t, "S");
             let anc = lg.tensors.get(&name).ok_or_else(|| anyhow!("learngene lacks `{name}`"))?;
             let s = phase.sigma_rows(t, anc, target.depth, &mut rng).with_context(|| format!("σ-init of `{name}`"))?;

@@ -37,7 +37,7 @@
 
 use super::{leaf, Expr, LeafSpec, Parameterization, TYPES};
 use anyhow::{anyhow, bail, Result};
-use fine_plugin_api::strategy::dit::{self, block_of, type_of};
+use fine_plugin_api::strategy::dit::{self, type_of};
 use fine_plugin_api::tensors::{Tensor, Tensors};
 use fine_plugin_api::{Graph, Init, Learngene, WeightSpec};
 use rand_distr::Distribution;
@@ -109,7 +109,7 @@ pub fn parameterization(
     let (a, d) = (Widths::of_learngene(lg)?, Widths::of(target));
     let mut leaves = Vec::new();
     let mut bindings = BTreeMap::new();
-    for (t, _) in TYPES {
+    for t in TYPES {
         let (m1, m2, r) = ranks[t];
         for (what, shape, trainable) in
             [("U", vec![m1, r], false), ("V", vec![m2, r], false), ("S", vec![target.depth, r], true)]
@@ -121,8 +121,8 @@ pub fn parameterization(
         leaves.push(LeafSpec::new(name, vec![rows, cols], Init::Zeros, true));
     }
     for w in weights {
-        if let Some((l, suffix)) = block_of(&w.name) {
-            if let Some(t) = type_of(suffix) {
+        if w.block.is_some() {
+            if let Some((l, t)) = type_of(w) {
                 let ((pu, ku), (pv, kv)) = sides(t);
                 let e = Expr::Factor {
                     u: Box::new(project(Expr::leaf(leaf(t, "U")), pu, 0, ku)),
@@ -204,7 +204,7 @@ struct Importance {
 fn importance(lg: &Learngene, a: &Widths) -> Result<Importance> {
     let mut imp = Importance { residual: vec![0.0; a.hidden], attn: vec![0.0; a.hidden], mlp: vec![0.0; a.mlp] };
     let get = |n: String| lg.tensors.get(&n).ok_or_else(|| anyhow!("learngene lacks `{n}`"));
-    for (t, _) in TYPES {
+    for t in TYPES {
         let (u, v, s) = (get(leaf(t, "U"))?, get(leaf(t, "V"))?, get(leaf(t, "S"))?);
         let r = u.shape[1];
         // mean_l σ_{l,k}²

@@ -80,7 +80,14 @@ impl Strategy for Heur {
         Ok(plain(weights))
     }
 
-    fn extract(&self, graph: &Graph, _spec: &Parameterization, leaves: &Tensors, opts: &Options) -> Result<Learngene> {
+    fn extract(
+        &self,
+        graph: &Graph,
+        _weights: &[WeightSpec],
+        _spec: &Parameterization,
+        leaves: &Tensors,
+        opts: &Options,
+    ) -> Result<Learngene> {
         let (depth, k) = (graph.depth, k_for(opts, graph.depth)?);
         let mut tensors = Tensors::new();
         for (name, t) in leaves {

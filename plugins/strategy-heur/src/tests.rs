@@ -28,7 +28,7 @@ fn descendant_puts_the_last_k_blocks_on_top_of_fresh_ones() {
     let o = opts("k=2");
     let spec = Heur.ancestry(&g, &weights_of(&dit), &o).unwrap();
     let leaves = leaf_values(&spec);
-    let lg = Heur.extract(&g, &spec, &leaves, &o).unwrap();
+    let lg = Heur.extract(&g, &weights_of(&Dit::new(&g)), &spec, &leaves, &o).unwrap();
     assert_eq!((lg.meta["k"].as_str(), lg.meta["inherited_blocks"].as_str()), ("2", "2..3"));
     assert_eq!(lg.tensors["heur.block0.attn.qkv.weight"], leaves["blocks.2.attn.qkv.weight"]);
     assert_eq!(lg.tensors["heur.block1.adaLN_modulation.1.bias"], leaves["blocks.3.adaLN_modulation.1.bias"]);

@@ -38,6 +38,7 @@ impl Strategy for Scratch {
     fn extract(
         &self,
         graph: &Graph,
+        _weights: &[WeightSpec],
         _spec: &Parameterization,
         _leaves: &Tensors,
         _opts: &Options,

@@ -205,7 +205,14 @@ impl Strategy for Stitch {
             .collect())
     }
 
-    fn extract(&self, graph: &Graph, _spec: &Parameterization, leaves: &Tensors, opts: &Options) -> Result<Learngene> {
+    fn extract(
+        &self,
+        graph: &Graph,
+        _weights: &[WeightSpec],
+        _spec: &Parameterization,
+        leaves: &Tensors,
+        opts: &Options,
+    ) -> Result<Learngene> {
         let depths = pool_depths(opts, graph.depth)?;
         let mut tensors = Tensors::new();
         for &d in &depths {

@@ -27,7 +27,7 @@ fn learngene() -> (Graph, Learngene) {
             leaves.insert(n, t);
         }
     }
-    let lg = Stitch.extract(&g, &spec, &leaves, &o).unwrap();
+    let lg = Stitch.extract(&g, &weights_of(&Dit::new(&g)), &spec, &leaves, &o).unwrap();
     (g, lg)
 }
 
@@ -147,6 +147,6 @@ fn member_depth_is_taken_whole_and_bad_targets_are_refused() {
     // An ancestry run without distilled members cannot be extracted.
     let anc = tiny_graph(6, 32);
     let spec = Stitch.ancestry(&anc, &weights_of(&Dit::new(&anc)), &o).unwrap();
-    let e = Stitch.extract(&anc, &spec, &leaf_values(&spec), &o).unwrap_err().to_string();
+    let e = Stitch.extract(&anc, &weights_of(&Dit::new(&anc)), &spec, &leaf_values(&spec), &o).unwrap_err().to_string();
     assert!(e.contains("was not distilled"), "{e}");
 }

@@ -49,7 +49,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use fine_plugin_api::info::OptionType;
-use fine_plugin_api::strategy::dit::{self, block_of, plain, rank_of, type_of, type_shape, SigmaPhase};
+use fine_plugin_api::strategy::dit::{self, plain, rank_of, type_of, type_shape, SigmaPhase};
 use fine_plugin_api::tensors::{Tensor, Tensors};
 use fine_plugin_api::{
     Descendant, Expr, Graph, Init, LeafSpec, Learngene, OptionSpec, Options, Parameterization, PluginInfo, PluginKind,
@@ -59,7 +59,7 @@ use nalgebra::DMatrix;
 use rand::SeedableRng;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The five factorized weight types: (type name, weight suffix inside `blocks.{l}.`), as in FINE.
+/// The five factorized weight types (the roles of a block's matrices), as in FINE.
 pub use fine_plugin_api::strategy::dit::TYPES;
 
 /// The `svd-independent` strategy.
@@ -118,7 +118,7 @@ impl Strategy for SvdIndependent {
                 &format!("rank kept of each layer's {t} SVD (0 = min(m1, m2), exact); set at pretrain"),
             )
         };
-        let mut options: Vec<OptionSpec> = TYPES.iter().map(|(t, _)| rank(t)).collect();
+        let mut options: Vec<OptionSpec> = TYPES.iter().map(|t| rank(t)).collect();
         options.extend(SigmaPhase::options(&["nearest"]));
         options.push(OptionSpec::new("seed", OptionType::Int, "0", "seed of the random σ-init"));
         PluginInfo {
@@ -131,31 +131,35 @@ impl Strategy for SvdIndependent {
     }
 
     fn ancestry(&self, _graph: &Graph, weights: &[WeightSpec], opts: &Options) -> Result<Parameterization> {
-        for (t, suffix) in TYPES {
-            let (m1, m2) = type_shape(weights, suffix)?;
+        for t in TYPES {
+            let (m1, m2) = type_shape(weights, t)?;
             rank_of(opts, t, m1, m2)?;
         }
         Ok(plain(weights))
     }
 
-    fn extract(&self, graph: &Graph, spec: &Parameterization, leaves: &Tensors, opts: &Options) -> Result<Learngene> {
+    fn extract(
+        &self,
+        graph: &Graph,
+        weights: &[WeightSpec],
+        spec: &Parameterization,
+        leaves: &Tensors,
+        opts: &Options,
+    ) -> Result<Learngene> {
         let mut tensors = Tensors::new();
         let mut meta = dit::ancestry_meta(graph);
         let mut per_layer = 0;
-        for (t, suffix) in TYPES {
-            let first = format!("blocks.0.{suffix}");
-            let w0 =
-                leaves.get(&first).ok_or_else(|| anyhow!("this run is not a plain ancestry: no leaf `{first}`"))?;
-            let (m1, m2) = match w0.shape[..] {
-                [m1, m2] => (m1, m2),
-                _ => bail!("`{first}` is not a matrix: {:?}", w0.shape),
-            };
+        for t in TYPES {
+            let (m1, m2) = type_shape(weights, t)?;
             let r = rank_of(opts, t, m1, m2)?;
             let mut sigma = Vec::with_capacity(graph.depth * r);
             for l in 0..graph.depth {
-                let name = format!("blocks.{l}.{suffix}");
+                let name = &dit::weight(weights, l, t)?.name;
                 let w =
-                    leaves.get(&name).ok_or_else(|| anyhow!("this run is not a plain ancestry: no leaf `{name}`"))?;
+                    leaves.get(name).ok_or_else(|| anyhow!("this run is not a plain ancestry: no leaf `{name}`"))?;
+                if w.shape != [m1, m2] {
+                    bail!("the leaf `{name}` has shape {:?}, not ({m1}, {m2})", w.shape);
+                }
                 let (u, s, v) = truncated_svd(&w.data, m1, m2, r).with_context(|| format!("SVD of `{name}`"))?;
                 tensors.insert(factor_leaf(t, l, "U"), Tensor::new(vec![m1, r], u)?);
                 tensors.insert(factor_leaf(t, l, "V"), Tensor::new(vec![m2, r], v)?);
@@ -184,8 +188,8 @@ impl Strategy for SvdIndependent {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.int("seed")? as u64);
         let (mut leaves, mut bindings, mut values) = (Vec::new(), BTreeMap::new(), Tensors::new());
         let frozen = |name: String, t: &Tensor| LeafSpec::new(name, t.shape.clone(), Init::Zeros, false);
-        for (t, suffix) in TYPES {
-            let (m1, m2) = type_shape(weights, suffix)?;
+        for t in TYPES {
+            let (m1, m2) = type_shape(weights, t)?;
             let table = get(&sigma_leaf(t))?;
             let r = match table.shape[..] {
                 [l, r] if l == anc_depth => r,
@@ -222,13 +226,13 @@ impl Strategy for SvdIndependent {
                     s: Box::new(Expr::Row { leaf: name.clone(), index: i }),
                     v: Box::new(Expr::leaf(factor_leaf(t, a, "V"))),
                 };
-                bindings.insert(format!("blocks.{i}.{suffix}"), factor);
+                bindings.insert(dit::weight(weights, i, t)?.name.clone(), factor);
             }
         }
         let biases = dit::descendant_biases(lg, weights, depth, &phase.bias_init, &mut rng)?;
         for w in weights {
-            match block_of(&w.name) {
-                Some((_, param)) if type_of(param).is_some() => {}
+            match w.block {
+                Some(_) if type_of(w).is_some() => {}
                 // Block biases (and any other block parameter): by `bias_init`, trained with σ.
                 Some(_) => {
                     dit::push_own_leaf(w, true, &mut leaves, &mut bindings);

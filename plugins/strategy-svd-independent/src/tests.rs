@@ -76,13 +76,14 @@ fn learngene_reconstructs_the_ancestry_and_a_same_depth_descendant_is_the_ancest
     let dit = Dit::new(&g);
     let spec = SvdIndependent.ancestry(&g, &weights_of(&dit), &opts("")).unwrap();
     let leaves = leaf_values(&spec);
-    let lg = SvdIndependent.extract(&g, &spec, &leaves, &opts("")).unwrap();
-    for (t, suffix) in TYPES {
+    let lg = SvdIndependent.extract(&g, &weights_of(&Dit::new(&g)), &spec, &leaves, &opts("")).unwrap();
+    let weights = weights_of(&dit);
+    for t in TYPES {
         assert_eq!(lg.meta[&format!("rank_{t}")], "32");
         let s = &lg.tensors[&sigma_leaf(t)];
         for l in 0..3 {
             let (u, v) = (&lg.tensors[&factor_leaf(t, l, "U")], &lg.tensors[&factor_leaf(t, l, "V")]);
-            let w = &leaves[&format!("blocks.{l}.{suffix}")];
+            let w = &leaves[&dit::weight(&weights, l, t).unwrap().name];
             let (m1, m2) = (w.shape[0], w.shape[1]);
             let err = max_err(&product(&u.data, &s.data[l * 32..(l + 1) * 32], &v.data, m1, m2), &w.data);
             assert!(err < 1e-5, "{t} layer {l}: {err}");
@@ -99,13 +100,15 @@ fn learngene_reconstructs_the_ancestry_and_a_same_depth_descendant_is_the_ancest
     let trainable: Vec<&str> = d.spec.leaves.iter().filter(|l| l.trainable).map(|l| l.name.as_str()).collect();
     assert!(trainable.iter().all(|n| n.ends_with(".S") || n.ends_with(".bias")), "{trainable:?}");
     let w = materialize(&dit, &descendant_store(CpuDevice::default(), &dit, &d, 0).unwrap()).unwrap().host_values();
+    let factorized: Vec<&str> = weights.iter().filter(|w| dit::type_of(w).is_some()).map(|w| w.name.as_str()).collect();
+    assert_eq!(factorized.len(), 3 * 5);
     for (name, v) in &w {
-        match block_of(name) {
-            Some((_, p)) if type_of(p).is_some() => {
+        match factorized.contains(&name.as_str()) {
+            true => {
                 let a: Vec<f64> = leaves[name].data.iter().map(|x| *x as f64).collect();
                 assert!(max_err(&a, v) < 1e-5, "{name}: {}", max_err(&a, v));
             }
-            Some(_) | None => assert_eq!(v, &leaves[name].data, "{name}"),
+            false => assert_eq!(v, &leaves[name].data, "{name}"),
         }
     }
 }
@@ -117,7 +120,7 @@ fn shallower_descendant_at_low_rank_and_misfits() {
     let o = opts("rank_qkv=4,rank_ada=2");
     let spec = SvdIndependent.ancestry(&g, &weights_of(&dit), &o).unwrap();
     let leaves = leaf_values(&spec);
-    let lg = SvdIndependent.extract(&g, &spec, &leaves, &o).unwrap();
+    let lg = SvdIndependent.extract(&g, &weights_of(&Dit::new(&g)), &spec, &leaves, &o).unwrap();
     assert_eq!(lg.tensors["svd.qkv.1.U"].shape, [96, 4]);
     assert_eq!(lg.tensors["svd.ada.S"].shape, [3, 2]);
     // storage: σ rows 4 + 32 + 32 + 32 + 2 and the biases 96 + 32 + 64 + 32 + 192 per layer.

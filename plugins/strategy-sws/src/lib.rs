@@ -183,7 +183,14 @@ impl Strategy for Sws {
         shared(weights, &sizes)
     }
 
-    fn extract(&self, graph: &Graph, spec: &Parameterization, leaves: &Tensors, opts: &Options) -> Result<Learngene> {
+    fn extract(
+        &self,
+        graph: &Graph,
+        _weights: &[WeightSpec],
+        spec: &Parameterization,
+        leaves: &Tensors,
+        opts: &Options,
+    ) -> Result<Learngene> {
         let sizes = stage_sizes(opts.text("stages")?, graph.depth)?;
         let first = stage_leaf(0, "attn.qkv.weight");
         if !spec.leaves.iter().any(|l| l.name == first) {

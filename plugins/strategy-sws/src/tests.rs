@@ -87,7 +87,7 @@ fn descendant_copies_stage_blocks_and_refuses_misfits() {
     let o = opts("stages=2:3");
     let spec = Sws.ancestry(&g, &weights_of(&dit), &o).unwrap();
     let leaves = leaf_values(&spec);
-    let lg = Sws.extract(&g, &spec, &leaves, &o).unwrap();
+    let lg = Sws.extract(&g, &weights_of(&Dit::new(&g)), &spec, &leaves, &o).unwrap();
     assert_eq!(lg.meta["stages"], "2,3");
     assert_eq!(lg.tensors.len(), spec.leaves.len());
     let anc = materialized(&g, &spec, &leaves);

@@ -105,7 +105,14 @@ impl Strategy for Tleg {
         Ok(Parameterization { leaves, bindings })
     }
 
-    fn extract(&self, graph: &Graph, spec: &Parameterization, leaves: &Tensors, _opts: &Options) -> Result<Learngene> {
+    fn extract(
+        &self,
+        graph: &Graph,
+        _weights: &[WeightSpec],
+        spec: &Parameterization,
+        leaves: &Tensors,
+        _opts: &Options,
+    ) -> Result<Learngene> {
         let first = leaf("attn.qkv.weight", "base");
         if !spec.leaves.iter().any(|l| l.name == first) {
             bail!("this run is not a TLEG ancestry: it has no `{first}` leaf");

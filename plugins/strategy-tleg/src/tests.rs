@@ -54,7 +54,7 @@ fn descendant_expands_to_any_depth_and_refuses_misfits() {
     let dit = Dit::new(&g);
     let spec = Tleg.ancestry(&g, &weights_of(&dit), &opts("")).unwrap();
     let leaves = leaf_values(&spec);
-    let lg = Tleg.extract(&g, &spec, &leaves, &opts("")).unwrap();
+    let lg = Tleg.extract(&g, &weights_of(&Dit::new(&g)), &spec, &leaves, &opts("")).unwrap();
     assert_eq!(lg.tensors.len(), spec.leaves.len());
     assert_eq!(lg.meta["storage.learngene"], lg.tensors.values().map(|t| t.data.len()).sum::<usize>().to_string());
     // Same depth: the descendant is the ancestry.

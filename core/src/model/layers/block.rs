@@ -1,7 +1,7 @@
 //! The adaLN-Zero DiT block.
 
-use super::{attention::Attention, linear::Linear, mlp::Mlp, T2, T3};
-use crate::model::{Backend, Params};
+use super::{attention::Attention, linear::Linear, mlp::Mlp, WeightSpec, T2, T3};
+use crate::model::{init, Backend, Params};
 use anyhow::Result;
 use dfdx::prelude::*;
 
@@ -31,6 +31,17 @@ impl DitBlock {
             dim,
             eps,
         }
+    }
+
+    /// The block's weights, as block `l`: the four linear layers Xavier-uniform,
+    /// the adaLN modulation zero (adaLN-Zero: the block starts as the identity).
+    pub fn declare(&self, l: usize, out: &mut Vec<WeightSpec>) {
+        let b = Some(l);
+        self.attn.qkv.declare_xavier("qkv", b, out);
+        self.attn.proj.declare_xavier("proj", b, out);
+        self.mlp.fc1.declare_xavier("fc1", b, out);
+        self.mlp.fc2.declare_xavier("fc2", b, out);
+        self.ada.declare("ada", b, init::zero(), out);
     }
 
     /// `x` (B, T, D), `c_silu` = SiLU(c) (B, D) → (B, T, D).

@@ -1,7 +1,8 @@
 //! Embeddings: patches, fixed 2-D sin-cos positions, timesteps and labels.
 
-use super::{linear::Linear, silu, T2};
-use crate::model::{Backend, Params};
+use super::linear::{weight, Linear};
+use super::{silu, WeightSpec, T2};
+use crate::model::{init, Backend, Params};
 use anyhow::{bail, Result};
 use dfdx::prelude::*;
 
@@ -30,6 +31,16 @@ fn sincos_1d(out: &mut [f32], pos: f64) {
         out[k] = (pos * omega).sin() as f32;
         out[q + k] = (pos * omega).cos() as f32;
     }
+}
+
+/// Declares the patch embedding `x` (DiT's stride-p conv, read as the linear
+/// (D, C·p·p) over [`patchify`]'s rows): its weight with the conv's shape
+/// (D, C, p, p), Xavier-uniform over the (D, C·p·p) view, and its bias with
+/// PyTorch's conv default, which DiT keeps.
+pub fn declare_patch(x: &Linear, channels: usize, patch: usize, out: &mut Vec<WeightSpec>) {
+    let shape = vec![x.out, channels, patch, patch];
+    out.push(weight(format!("{}.weight", x.prefix), shape.clone(), init::xavier(&shape), "patch", None));
+    out.push(weight(format!("{}.bias", x.prefix), vec![x.out], init::conv_bias(x.inp), "patch.bias", None));
 }
 
 /// DiT's `TimestepEmbedder.timestep_embedding`: (B, dim) = `[cos(t·f), sin(t·f)]`
@@ -72,6 +83,12 @@ impl TimestepEmbedder {
         }
     }
 
+    /// Its weights: Normal(0, 0.02²), biases zero.
+    pub fn declare(&self, out: &mut Vec<WeightSpec>) {
+        self.fc1.declare("time.fc1", None, init::embedding(), out);
+        self.fc2.declare("time.fc2", None, init::embedding(), out);
+    }
+
     /// Timesteps (B) → (B, D).
     pub fn forward<D: Backend, T: Tape<f32, D>>(&self, p: &Params<D, T>, t: &[f32]) -> Result<T2<D, T>> {
         let f = timestep_frequencies(t, self.freq_dim, self.max_period);
@@ -91,12 +108,20 @@ pub struct LabelEmbedder {
 }
 
 impl LabelEmbedder {
+    /// The table's name.
+    const TABLE: &'static str = "y_embedder.embedding_table.weight";
+
+    /// Its weight: the table, Normal(0, 0.02²).
+    pub fn declare(&self, out: &mut Vec<WeightSpec>) {
+        out.push(weight(Self::TABLE.into(), vec![self.rows, self.dim], init::embedding(), "label", None));
+    }
+
     /// Labels (B) → (B, D). Label `rows − 1` is the null class when it exists.
     pub fn forward<D: Backend, T: Tape<f32, D>>(&self, p: &Params<D, T>, y: &[usize]) -> Result<T2<D, T>> {
         if let Some(bad) = y.iter().find(|&&l| l >= self.rows) {
             bail!("label {bad} out of range: the label table has {} rows", self.rows);
         }
-        let table = p.matrix("y_embedder.embedding_table.weight", self.rows, self.dim)?;
+        let table = p.matrix(Self::TABLE, self.rows, self.dim)?;
         let idx = p.dev().tensor_from_vec(y.to_vec(), (y.len(),));
         Ok(table.gather(idx))
     }

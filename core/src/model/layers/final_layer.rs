@@ -1,7 +1,7 @@
 //! DiT's final layer: adaLN (shift, scale) → LayerNorm → modulate → linear to patches.
 
-use super::{linear::Linear, T2, T3};
-use crate::model::{Backend, Params};
+use super::{linear::Linear, WeightSpec, T2, T3};
+use crate::model::{init, Backend, Params};
 use anyhow::Result;
 use dfdx::prelude::*;
 
@@ -27,6 +27,12 @@ impl FinalLayer {
             dim,
             eps,
         }
+    }
+
+    /// Its weights, all zero: the model starts by predicting 0.
+    pub fn declare(&self, out: &mut Vec<WeightSpec>) {
+        self.linear.declare("head", None, init::zero(), out);
+        self.ada.declare("head.ada", None, init::zero(), out);
     }
 
     /// `x` (B, T, D), `c_silu` (B, D) → (B·T, p·p·C).

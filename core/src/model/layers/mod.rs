@@ -1,6 +1,9 @@
 //! Layers, one per file. Each takes the [`Params`](super::Params) view and a
 //! name prefix, so parameter names are `prefix.weight`, `prefix.bias`, as in
-//! DiT's PyTorch state dict.
+//! DiT's PyTorch state dict. Each layer also declares the weights it reads
+//! (`declare`: name from its prefix, shape, initialization from
+//! [`init`](super::init), role): the model's weight list, parameter counts and
+//! the weights strategies see all come from those declarations.
 
 pub mod attention;
 pub mod block;
@@ -10,6 +13,7 @@ pub mod linear;
 pub mod mlp;
 
 use dfdx::prelude::*;
+pub use fine_plugin_api::WeightSpec;
 
 /// (rows, cols) activation with runtime dims.
 pub type T2<D, T> = Tensor<(usize, usize), f32, D, T>;

@@ -16,14 +16,9 @@ use crate::tensors::{Tensor, Tensors};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
 
-/// The five weight types FINE factorizes: (type name, weight suffix inside `blocks.{l}.`).
-pub const TYPES: [(&str, &str); 5] = [
-    ("qkv", "attn.qkv.weight"),
-    ("proj", "attn.proj.weight"),
-    ("fc1", "mlp.fc1.weight"),
-    ("fc2", "mlp.fc2.weight"),
-    ("ada", "adaLN_modulation.1.weight"),
-];
+/// The five weight types FINE factorizes: the roles ([`WeightSpec::role`]) of a
+/// block's matrices.
+pub const TYPES: [&str; 5] = ["qkv", "proj", "fc1", "fc2", "ada"];
 
 /// Metadata key of the learngene's size in values (what a descendant inherits).
 pub const STORAGE_LEARNGENE: &str = "storage.learngene";
@@ -48,17 +43,19 @@ pub fn depth_independent(leaves: &Tensors) -> Tensors {
     leaves.iter().filter(|(n, _)| is_depth_independent(n)).map(|(n, t)| (n.clone(), t.clone())).collect()
 }
 
-/// The type (of [`TYPES`]) of block parameter `param`, if it is one of the five.
-pub fn type_of(param: &str) -> Option<&'static str> {
-    TYPES.iter().find(|(_, s)| *s == param).map(|(t, _)| *t)
+/// The block and type (of [`TYPES`]) of `w`, if it is one of a block's five matrices.
+pub fn type_of(w: &WeightSpec) -> Option<(usize, &'static str)> {
+    Some((w.block?, TYPES.iter().find(|t| **t == w.role)?))
 }
 
-/// (m1, m2) of the weights with suffix `suffix` in the weight list (from block 0).
-pub fn type_shape(weights: &[WeightSpec], suffix: &str) -> Result<(usize, usize)> {
-    let w = weights
-        .iter()
-        .find(|w| w.name == format!("blocks.0.{suffix}"))
-        .ok_or_else(|| anyhow!("the graph has no `blocks.0.{suffix}`"))?;
+/// Block `l`'s weight of role `role` in the weight list.
+pub fn weight<'a>(weights: &'a [WeightSpec], l: usize, role: &str) -> Result<&'a WeightSpec> {
+    weights.iter().find(|w| w.is(l, role)).ok_or_else(|| anyhow!("the graph has no block-{l} `{role}` weight"))
+}
+
+/// (m1, m2) of the weights of type `t` in the weight list (from block 0).
+pub fn type_shape(weights: &[WeightSpec], t: &str) -> Result<(usize, usize)> {
+    let w = weight(weights, 0, t)?;
     match w.shape[..] {
         [m1, m2] => Ok((m1, m2)),
         _ => bail!("`{}` is not a matrix: {:?}", w.name, w.shape),
@@ -406,8 +403,18 @@ mod tests {
         assert_eq!(block_of("blocks.x.attn.qkv.weight"), None);
         assert_eq!(block_of("final_layer.linear.weight"), None);
         assert!(is_depth_independent("y_embedder.embedding_table.weight") && !is_depth_independent("blocks.0.mlp"));
-        assert_eq!(type_of("mlp.fc2.weight"), Some("fc2"));
-        assert_eq!(type_of("mlp.fc2.bias"), None);
+        let w = |role: &str, block| WeightSpec {
+            name: String::new(),
+            shape: vec![2, 2],
+            init: crate::param::Init::Zeros,
+            role: role.into(),
+            block,
+        };
+        assert_eq!(type_of(&w("fc2", Some(3))), Some((3, "fc2")));
+        assert_eq!(type_of(&w("fc2.bias", Some(3))), None);
+        assert_eq!(type_of(&w("head", None)), None);
+        assert_eq!(weight(&[w("qkv", Some(0)), w("qkv", Some(1))], 1, "qkv").unwrap().block, Some(1));
+        assert!(weight(&[w("qkv", Some(0))], 1, "qkv").is_err());
     }
 
     fn table() -> Tensor {
