@@ -397,4 +397,16 @@ mod tests {
         assert_eq!(paired_cell(&ra, &rb, |r| fid.of(r), 1), "+10.0 ± 28.3; lower 1/2 (s0 -10.0, s1 +30.0)");
         assert_eq!(paired_cell(&ra, &[], |r| Some(r.last), 2), "—");
     }
+
+    /// "lower" counts the strictly negative differences: a tie is not lower,
+    /// and the count is not that of the positive ones.
+    #[test]
+    fn paired_lower_counts_strictly_negative_differences() {
+        let a = [run("a", 0, 0.25), run("a", 1, 0.5), run("a", 2, 0.5), run("a", 3, 0.75)];
+        let b = [run("b", 0, 0.5), run("b", 1, 0.75), run("b", 2, 0.5), run("b", 3, 0.5)];
+        let (ra, rb): (Vec<&RunResult>, Vec<&RunResult>) = (a.iter().collect(), b.iter().collect());
+        // Differences −0.25, −0.25, 0, +0.25: two lower, one tie, one higher.
+        let cell = paired_cell(&ra, &rb, |r| Some(r.last), 2);
+        assert!(cell.contains("lower 2/4"), "{cell}");
+    }
 }
