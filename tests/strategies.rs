@@ -151,7 +151,7 @@ fn tleg_pipeline_and_misfits() {
     // TLEG has no initialization phase: a requested one is not run (the same rule as
     // `fine bench learngene`'s `init.steps`), so the weights are TLEG's formula exactly.
     let ck = descendant(d, &lg, 3, &["--init-steps", "5"]);
-    assert_eq!(ck.extra["init_steps"], "0");
+    assert_eq!(ck.provenance.init_steps, Some(0));
     for i in 0..3 {
         for p in ["mlp.fc1.weight", "attn.proj.bias"] {
             let (b, dl) = (&l.tensors[&format!("tleg.{p}.base")].data, &l.tensors[&format!("tleg.{p}.delta")].data);

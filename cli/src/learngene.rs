@@ -11,7 +11,7 @@ use fine_core::model::Backend;
 use fine_core::pipeline::{self as run, InitPhase, RunDir};
 use fine_core::plugin::Registry;
 use fine_core::strategy::{load_learngene, save_learngene};
-use fine_core::train::TrainConfig;
+use fine_core::train::{Provenance, TrainConfig};
 use fine_plugin_api::Options;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -242,17 +242,18 @@ fn init_on<D: Backend>(a: InitArgs, reg: &Registry, dev: D) -> Result<()> {
             Some(fine_core::train::heldout::HeldOut::new(&data, n, &sched, 0)?)
         }
     };
-    let mut extra = BTreeMap::from([
-        ("strategy".to_string(), info.name.clone()),
-        ("strategy_version".to_string(), info.version.clone()),
-        ("learngene".to_string(), a.learngene.display().to_string()),
-    ]);
+    let mut provenance = Provenance {
+        strategy: Some(info.name.clone()),
+        strategy_version: Some(info.version.clone()),
+        learngene: Some(a.learngene.display().to_string()),
+        ..Default::default()
+    };
     let phase = InitPhase {
         cfg: cfg.clone(),
         steps: a.init_steps,
         dir: RunDir(a.out.join("init")),
         label: "init".into(),
-        extra: extra.clone(),
+        provenance: provenance.clone(),
         data: fine_core::train::trainer::load_data(&cfg, &target)?,
         heldout: heldout.as_ref(),
     };
@@ -263,9 +264,9 @@ fn init_on<D: Backend>(a: InitArgs, reg: &Registry, dev: D) -> Result<()> {
         eprintln!("note: `{}` has no initialization phase; --init-steps is not used", info.name);
     }
     let g = d.dit.graph.clone();
-    extra.insert("init_steps".into(), d.steps.to_string());
-    extra.insert("init_trainable".into(), d.trainable.to_string());
-    extra.insert("init_seconds".into(), format!("{:.3}", t0.elapsed().as_secs_f64()));
+    provenance.init_steps = Some(d.steps);
+    provenance.init_trainable = Some(d.trainable);
+    provenance.init_seconds = Some(t0.elapsed().as_secs_f64());
     let values = d.plain.host_values();
     let ck = Checkpoint {
         graph: g.clone(),
@@ -276,7 +277,7 @@ fn init_on<D: Backend>(a: InitArgs, reg: &Registry, dev: D) -> Result<()> {
         ema: values,
         adam_m: BTreeMap::new(),
         adam_v: BTreeMap::new(),
-        extra,
+        provenance,
     };
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     if let Some((start, end)) = d.heldout {

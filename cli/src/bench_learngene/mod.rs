@@ -494,13 +494,13 @@ fn descendant<D: Backend>(
                 steps: cfg.init.steps,
                 dir: RunDir(dir.join("init")),
                 label: format!("{label} init"),
-                extra: BTreeMap::new(),
+                provenance: Default::default(),
                 data: train_data.clone(),
                 heldout: None,
             };
             let d = run::initialize(dev, s, lg, g, opts, || Ok(train_data.clone()), phase)?;
             let trainable = if d.steps > 0 { d.trainable } else { 0 };
-            (Trainer::with_data(d.dit, tcfg, d.plain, train_data.clone(), BTreeMap::new())?, d.steps, trainable)
+            (Trainer::with_data(d.dit, tcfg, d.plain, train_data.clone(), Default::default())?, d.steps, trainable)
         }
         _ => (Trainer::new(dev, g, tcfg, None)?, 0, 0),
     };

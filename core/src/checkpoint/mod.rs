@@ -15,7 +15,7 @@ use crate::graph::{self, Graph};
 use crate::model::Parameterization;
 use crate::model::{Dit, ParamStore};
 use crate::train::optim::AdamW;
-use crate::train::{TrainConfig, Trainer};
+use crate::train::{Provenance, TrainConfig, Trainer};
 use crate::util::crc as crc_meta;
 use anyhow::{anyhow, bail, Context, Result};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -44,8 +44,8 @@ pub struct Checkpoint {
     pub adam_m: BTreeMap<String, Vec<f32>>,
     /// AdamW second moments (trainable leaves).
     pub adam_v: BTreeMap<String, Vec<f32>>,
-    /// Free-form extra metadata (e.g. the strategy that made the run).
-    pub extra: BTreeMap<String, String>,
+    /// Where the run came from (metadata `extra.<field>`).
+    pub provenance: Provenance,
 }
 
 fn to_bytes(v: &[f32]) -> Vec<u8> {
@@ -78,7 +78,7 @@ impl Checkpoint {
         let mut crc = crc32fast::Hasher::new();
         named.iter().for_each(|(_, _, b)| crc.update(b));
         let mut meta: HashMap<String, String> =
-            self.extra.iter().map(|(k, v)| (format!("extra.{k}"), v.clone())).collect();
+            self.provenance.to_map().into_iter().map(|(k, v)| (format!("extra.{k}"), v)).collect();
         meta.insert("format".into(), FORMAT.into());
         meta.insert("step".into(), self.step.to_string());
         meta.insert("graph".into(), graph::load::to_ron(&self.graph));
@@ -150,6 +150,7 @@ impl Checkpoint {
         let step = get("step")?.parse().map_err(|e| anyhow!("metadata `step`: {e}"))?;
         let extra =
             meta.iter().filter_map(|(k, v)| k.strip_prefix("extra.").map(|k| (k.to_string(), v.clone()))).collect();
+        let provenance = Provenance::from_map(extra).context("checkpoint metadata")?;
         let mut take = |k: &str| maps.remove(k).unwrap_or_default();
         let ck = Checkpoint {
             graph,
@@ -160,7 +161,7 @@ impl Checkpoint {
             ema: take("ema"),
             adam_m: take("adam.m"),
             adam_v: take("adam.v"),
-            extra,
+            provenance,
         };
         ck.check_consistent()?;
         Ok(ck)
@@ -219,7 +220,7 @@ impl<D: crate::model::Backend> Trainer<D> {
         let store = ParamStore::from_values(dev, ck.spec.clone(), ck.params)?;
         let opt = AdamW { m: ck.adam_m, v: ck.adam_v, t: ck.step as u64 };
         let data = crate::train::trainer::load_data(&ck.train, &ck.graph)?;
-        Self::assemble(dit, ck.train, store, opt, ck.ema, ck.step, ck.extra, data)
+        Self::assemble(dit, ck.train, store, opt, ck.ema, ck.step, ck.provenance, data)
     }
 
     /// The complete state as a checkpoint.
@@ -237,7 +238,7 @@ impl<D: crate::model::Backend> Trainer<D> {
             ema,
             adam_m,
             adam_v,
-            extra: self.extra.clone(),
+            provenance: self.provenance.clone(),
         }
     }
 }

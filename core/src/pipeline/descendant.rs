@@ -10,10 +10,9 @@ use crate::graph::Graph;
 use crate::model::{Backend, Dit, ParamStore};
 use crate::strategy as st;
 use crate::train::heldout::HeldOut;
-use crate::train::{TrainConfig, Trainer};
+use crate::train::{Provenance, TrainConfig, Trainer};
 use anyhow::{Context, Result};
 use fine_plugin_api::{Learngene, Options, PluginInfo, Strategy};
-use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Strategy options `text` for a run seeded with `seed`: a strategy with a
@@ -42,7 +41,7 @@ pub struct InitPhase<'a> {
     /// Progress label.
     pub label: String,
     /// Provenance carried into the phase's checkpoint.
-    pub extra: BTreeMap<String, String>,
+    pub provenance: Provenance,
     /// The split of `cfg.data` the phase trains on, loaded (its `subset` is taken here).
     pub data: Dataset,
     /// A held-out set to score the descendant on before and after the phase.
@@ -83,7 +82,7 @@ pub fn initialize<D: Backend>(
     let cfg = TrainConfig { steps: steps.max(1), ckpt_every: steps.max(1), ..phase.cfg };
     let store = st::descendant_store(dev, &dit, &desc, seed)?;
     let trainable = store.num_trainable();
-    let mut t = Trainer::with_data(dit.clone(), cfg, store, phase.data, phase.extra)?;
+    let mut t = Trainer::with_data(dit.clone(), cfg, store, phase.data, phase.provenance)?;
     let before = phase.heldout.map(|h| h.loss(&dit, &t.store, 64)).transpose()?;
     if steps > 0 {
         run_dir::create(&phase.dir)?;
@@ -110,7 +109,6 @@ pub fn trainer_from<D: Backend>(dev: D, from: &Path, cfg: TrainConfig) -> Result
     let store = ParamStore::from_values(dev, ck.spec.clone(), ck.params.clone())
         .with_context(|| format!("the weights in {}", from.display()))?;
     let plain = st::materialize(&dit, &store)?;
-    let mut extra = ck.extra.clone();
-    extra.insert("from".into(), from.display().to_string());
-    Trainer::with_store(dit, cfg, plain, extra)
+    let provenance = Provenance { from: Some(from.display().to_string()), ..ck.provenance.clone() };
+    Trainer::with_store(dit, cfg, plain, provenance)
 }

@@ -17,19 +17,20 @@ use std::path::Path;
 /// that made it (named in the checkpoint's provenance), with its stored options.
 /// Pool members are distilled on `dev`.
 pub fn extract<D: Backend>(dev: D, ck: &Checkpoint, run: &Path, no_ema: bool, reg: &Registry) -> Result<Learngene> {
-    let name = ck.extra.get("strategy").ok_or_else(|| {
+    let p = &ck.provenance;
+    let name = p.strategy.as_deref().ok_or_else(|| {
         anyhow!("{} was not made by `fine pretrain` (its checkpoint names no strategy)", run.display())
     })?;
     let strategy = reg.strategy(name)?;
     let info = strategy.info();
-    if ck.extra.get("strategy_version") != Some(&info.version) {
+    if p.strategy_version.as_ref() != Some(&info.version) {
         eprintln!(
             "warning: the run was made by `{name}` {}, this is {}",
-            ck.extra.get("strategy_version").map(String::as_str).unwrap_or("?"),
+            p.strategy_version.as_deref().unwrap_or("?"),
             info.version
         );
     }
-    let opts = Options::from_ron(&info, ck.extra.get("strategy_opts").map(String::as_str).unwrap_or(""))?;
+    let opts = Options::from_ron(&info, p.strategy_opts.as_deref().unwrap_or(""))?;
     extract_with(dev, ck, run, no_ema, strategy, &opts)
 }
 
@@ -88,7 +89,7 @@ fn distill_pool<D: Backend>(
         let dir = RunDir(run.join(format!("pool-{}", m.name)));
         let mut t = if run_dir::has_run(&dir.0) {
             let mut t = Trainer::from_checkpoint(dev.clone(), Checkpoint::load(&dir.checkpoint())?)?;
-            if t.extra.get("pool_member") != Some(&m.name) || t.dit.graph != m.graph {
+            if t.provenance.pool_member.as_ref() != Some(&m.name) || t.dit.graph != m.graph {
                 bail!("{} holds another run than pool member `{}`; delete it", dir.0.display(), m.name);
             }
             t.teacher = Some(teacher);

@@ -4,10 +4,9 @@
 use crate::graph::Graph;
 use crate::model::{Backend, Dit};
 use crate::strategy as st;
-use crate::train::{TrainConfig, Trainer};
+use crate::train::{Provenance, TrainConfig, Trainer};
 use anyhow::{Context, Result};
 use fine_plugin_api::{Options, Strategy};
-use std::collections::BTreeMap;
 
 /// A fresh ancestry run of `g` in `strategy`'s parameterization (with `opts`),
 /// the strategy, its version and options recorded in the checkpoint so that
@@ -22,10 +21,6 @@ pub fn ancestry_trainer<D: Backend>(
     let info = strategy.info();
     let spec = strategy.ancestry(g, &st::weights_of(&Dit::new(g)), opts)?;
     let mut t = Trainer::new(dev, g, cfg, Some(spec)).with_context(|| format!("the ancestry of {}", g.name))?;
-    t.extra = BTreeMap::from([
-        ("strategy".to_string(), info.name.clone()),
-        ("strategy_version".to_string(), info.version.clone()),
-        ("strategy_opts".to_string(), opts.to_ron()),
-    ]);
+    t.provenance = Provenance::ancestry(&info.name, &info.version, opts.to_ron());
     Ok(t)
 }

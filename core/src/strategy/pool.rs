@@ -74,8 +74,8 @@ pub fn member_trainer<D: Backend>(dev: D, m: &PoolMember, teacher: Teacher<D>, c
     let dit = Dit::new(&m.graph);
     let store = store_from(dev, &dit, &member_spec(m), &m.values, cfg.seed)?;
     let cfg = TrainConfig { steps: m.steps.max(1), ckpt_every: m.steps.max(1), ..cfg };
-    let mut t = Trainer::with_store(dit, cfg, store, BTreeMap::new())?;
-    t.extra.insert("pool_member".into(), m.name.clone());
+    let provenance = crate::train::Provenance { pool_member: Some(m.name.clone()), ..Default::default() };
+    let mut t = Trainer::with_store(dit, cfg, store, provenance)?;
     t.teacher = Some(teacher);
     Ok(t)
 }

@@ -7,6 +7,7 @@
 
 use super::config::TrainConfig;
 use super::optim::{self, AdamW, AdamWHp};
+use super::provenance::Provenance;
 use super::{ema, loss};
 use crate::data::{self, Dataset, Split};
 use crate::diffusion::NoiseSchedule;
@@ -50,8 +51,8 @@ pub struct Trainer<D: Backend> {
     pub ema: BTreeMap<String, Vec<f32>>,
     /// Updates applied so far.
     pub step: usize,
-    /// Extra metadata carried into checkpoints.
-    pub extra: BTreeMap<String, String>,
+    /// Where the run came from, carried into checkpoints.
+    pub provenance: Provenance,
     /// Training data.
     pub data: Dataset,
     /// Distil from this teacher (target blended with its prediction); not
@@ -121,20 +122,15 @@ impl<D: Backend> Trainer<D> {
         let store = ParamStore::init(dev, spec, &mut rng)?;
         let ema = store.host_values();
         let data = load_data(&cfg, &dit.graph)?;
-        Self::assemble(dit, cfg, store, AdamW::default(), ema, 0, BTreeMap::new(), data)
+        Self::assemble(dit, cfg, store, AdamW::default(), ema, 0, Provenance::default(), data)
     }
 
     /// A run whose weights are already given (e.g. built by a strategy):
     /// fresh optimizer, EMA starting at the weights; data loaded from the config.
-    pub fn with_store(
-        dit: Dit,
-        cfg: TrainConfig,
-        store: ParamStore<D>,
-        extra: BTreeMap<String, String>,
-    ) -> Result<Self> {
+    pub fn with_store(dit: Dit, cfg: TrainConfig, store: ParamStore<D>, provenance: Provenance) -> Result<Self> {
         cfg.validate()?;
         let data = load_data(&cfg, &dit.graph)?;
-        Self::with_data(dit, cfg, store, data, extra)
+        Self::with_data(dit, cfg, store, data, provenance)
     }
 
     /// [`Self::with_store`] on `data`, the loaded images of `cfg.data`'s split
@@ -145,12 +141,12 @@ impl<D: Backend> Trainer<D> {
         cfg: TrainConfig,
         store: ParamStore<D>,
         data: Dataset,
-        extra: BTreeMap<String, String>,
+        provenance: Provenance,
     ) -> Result<Self> {
         cfg.validate()?;
         store.spec.validate(&dit.weight_shapes())?;
         let ema = store.host_values();
-        Self::assemble(dit, cfg, store, AdamW::default(), ema, 0, extra, data)
+        Self::assemble(dit, cfg, store, AdamW::default(), ema, 0, provenance, data)
     }
 
     /// The trainer over its parts; `data` is the whole split (`cfg.subset` applies here).
@@ -162,7 +158,7 @@ impl<D: Backend> Trainer<D> {
         opt: AdamW,
         ema: BTreeMap<String, Vec<f32>>,
         step: usize,
-        extra: BTreeMap<String, String>,
+        provenance: Provenance,
         mut data: Dataset,
     ) -> Result<Self> {
         let g = &dit.graph;
@@ -206,7 +202,7 @@ impl<D: Backend> Trainer<D> {
             opt,
             ema,
             step,
-            extra,
+            provenance,
             data,
             teacher: None,
             sched,
