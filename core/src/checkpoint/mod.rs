@@ -14,7 +14,7 @@
 use crate::graph::{self, Graph};
 use crate::model::Parameterization;
 use crate::model::{Dit, ParamStore};
-use crate::train::optim::AdamW;
+use crate::train::optim::OptState;
 use crate::train::{Provenance, TrainConfig, Trainer};
 use crate::util::crc as crc_meta;
 use anyhow::{anyhow, bail, Context, Result};
@@ -218,17 +218,14 @@ impl<D: crate::model::Backend> Trainer<D> {
         let dit = Dit::new(&ck.graph);
         ck.spec.validate(&dit.weight_shapes()).context("checkpoint parameterization does not fit its graph")?;
         let store = ParamStore::from_values(dev, ck.spec.clone(), ck.params)?;
-        let opt = AdamW { m: ck.adam_m, v: ck.adam_v, t: ck.step as u64 };
+        let opt = OptState::host(ck.adam_m, ck.adam_v, ck.ema, ck.step as u64);
         let data = crate::train::trainer::load_data(&ck.train, &ck.graph)?;
-        Self::assemble(dit, ck.train, store, opt, ck.ema, ck.step, ck.provenance, data)
+        Self::assemble(dit, ck.train, store, opt, ck.step, ck.provenance, data)
     }
 
     /// The complete state as a checkpoint.
     pub fn checkpoint(&self) -> Checkpoint {
-        let (adam_m, adam_v, ema) = match &self.on_device {
-            Some(d) => d.download(), // one read of the device state
-            None => (self.opt.m.clone(), self.opt.v.clone(), self.ema.clone()),
-        };
+        let (adam_m, adam_v, ema) = self.opt().host_copy(); // one read of the device state
         Checkpoint {
             graph: self.dit.graph.clone(),
             train: self.cfg.clone(),

@@ -3,6 +3,7 @@
 //! ([`AdamW`], [`global_norm`], [`clip`]) or as device tensors ([`DeviceState`],
 //! [`device_global_norm`]) for backends that step on the device (CUDA): the
 //! same arithmetic, so a GPU run keeps its weights, moments and EMA on the GPU.
+//! [`OptState`] holds the state wherever it lives.
 
 use crate::model::store::{flat_values, Flat};
 use crate::model::Backend;
@@ -21,8 +22,6 @@ pub struct AdamW {
     pub m: BTreeMap<String, Vec<f32>>,
     /// Second moments by leaf name.
     pub v: BTreeMap<String, Vec<f32>>,
-    /// Number of updates applied (for bias correction).
-    pub t: u64,
 }
 
 /// Hyper-parameters of one update.
@@ -92,8 +91,8 @@ pub fn clip(grads: &mut BTreeMap<String, Vec<f32>>, norm: f64, max_norm: f64) {
 
 /// AdamW moments and the EMA as device tensors, for a backend whose
 /// [`Kernels::HOST_STEP`](crate::model::kernels::Kernels::HOST_STEP) is false.
-/// The host maps ([`AdamW`], the trainer's EMA) stay what checkpoints hold:
-/// [`DeviceState::upload`] starts from them, [`DeviceState::download`] gives them back.
+/// [`OptState`] moves the state between these and the host maps ([`AdamW`],
+/// the EMA) that checkpoints hold.
 pub struct DeviceState<D: Backend> {
     /// First moments by leaf name.
     pub m: BTreeMap<String, Flat<D>>,
@@ -162,6 +161,81 @@ impl<D: Backend> DeviceState<D> {
             }
         }
         Ok(())
+    }
+}
+
+/// A map of leaf name → host values.
+pub type HostMap = BTreeMap<String, Vec<f32>>;
+
+/// The optimizer's whole state — AdamW's moments, the EMA of every leaf and
+/// the update count — in one place: on the host, or on the device once the
+/// optimizer steps there, never both (so no copy goes stale). Reads
+/// ([`Self::host_copy`], [`Self::ema`]) work wherever it is.
+pub struct OptState<D: Backend> {
+    /// Updates applied so far (AdamW's t).
+    pub t: u64,
+    place: Place<D>,
+}
+
+/// Where an [`OptState`] lives.
+enum Place<D: Backend> {
+    Host { adam: AdamW, ema: HostMap },
+    Device(DeviceState<D>),
+}
+
+impl<D: Backend> OptState<D> {
+    /// A host state: moments `m`, `v`, EMA `ema`, after `t` updates.
+    pub fn host(m: HostMap, v: HostMap, ema: HostMap, t: u64) -> Self {
+        OptState { t, place: Place::Host { adam: AdamW { m, v }, ema } }
+    }
+
+    /// Whether the state lives on the device.
+    pub fn on_device(&self) -> bool {
+        matches!(self.place, Place::Device(_))
+    }
+
+    /// The host moments and EMA, for a host update (moved back from the device first).
+    pub fn host_mut(&mut self) -> (&mut AdamW, &mut HostMap) {
+        if let Place::Device(d) = &self.place {
+            let (m, v, ema) = d.download();
+            self.place = Place::Host { adam: AdamW { m, v }, ema };
+        }
+        match &mut self.place {
+            Place::Host { adam, ema } => (adam, ema),
+            Place::Device(_) => unreachable!("moved to the host above"),
+        }
+    }
+
+    /// The device moments and EMA, for a device update (uploaded to `dev` first).
+    pub fn device_mut(&mut self, dev: &D) -> &mut DeviceState<D> {
+        if let Place::Host { adam, ema } = &self.place {
+            self.place = Place::Device(DeviceState::upload(dev, adam, ema));
+        }
+        match &mut self.place {
+            Place::Device(d) => d,
+            Place::Host { .. } => unreachable!("moved to the device above"),
+        }
+    }
+
+    /// Moves the state to the host (no-op when it is there).
+    pub fn to_host(&mut self) {
+        self.host_mut();
+    }
+
+    /// (m, v, EMA) as host values, read from wherever the state is.
+    pub fn host_copy(&self) -> (HostMap, HostMap, HostMap) {
+        match &self.place {
+            Place::Host { adam, ema } => (adam.m.clone(), adam.v.clone(), ema.clone()),
+            Place::Device(d) => d.download(),
+        }
+    }
+
+    /// The EMA as host values.
+    pub fn ema(&self) -> HostMap {
+        match &self.place {
+            Place::Host { ema, .. } => ema.clone(),
+            Place::Device(d) => DeviceState::to_host(&d.ema),
+        }
     }
 }
 

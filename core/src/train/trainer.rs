@@ -6,7 +6,7 @@
 //! checkpoint at step `k` reproduces the uninterrupted run bit for bit.
 
 use super::config::TrainConfig;
-use super::optim::{self, AdamW, AdamWHp};
+use super::optim::{self, AdamWHp, HostMap, OptState};
 use super::provenance::Provenance;
 use super::{ema, loss};
 use crate::data::{self, Dataset, Split};
@@ -18,7 +18,6 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
-use std::collections::BTreeMap;
 
 /// What one step measured.
 #[derive(Debug, Clone, Copy)]
@@ -41,14 +40,9 @@ pub struct Trainer<D: Backend> {
     pub cfg: TrainConfig,
     /// Leaves (live weights).
     pub store: ParamStore<D>,
-    /// AdamW moments. Where the optimizer runs on the device
-    /// ([`Kernels::HOST_STEP`](crate::model::kernels::Kernels::HOST_STEP)
-    /// false) these are the values before the first
-    /// step; the live ones are on the device, and [`Trainer::checkpoint`] and
-    /// [`Trainer::ema_store`] read them from there.
-    pub opt: AdamW,
-    /// EMA of every leaf (the same caveat as `opt`).
-    pub ema: BTreeMap<String, Vec<f32>>,
+    /// AdamW moments and the EMA of every leaf (on the host, or on the device
+    /// once the optimizer steps there).
+    opt: OptState<D>,
     /// Updates applied so far.
     pub step: usize,
     /// Where the run came from, carried into checkpoints.
@@ -62,8 +56,6 @@ pub struct Trainer<D: Backend> {
     perm: (usize, Vec<usize>),
     /// Whether steps run the optimizer on the device (default: `!D::HOST_STEP`).
     device_step: bool,
-    /// Moments and EMA on the device, from the first device step on.
-    pub(crate) on_device: Option<optim::DeviceState<D>>,
 }
 
 /// The error for a loss that is not finite at (0-based) step `s`.
@@ -120,9 +112,9 @@ impl<D: Backend> Trainer<D> {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         rng.set_stream(u64::MAX);
         let store = ParamStore::init(dev, spec, &mut rng)?;
-        let ema = store.host_values();
+        let opt = OptState::host(HostMap::new(), HostMap::new(), store.host_values(), 0);
         let data = load_data(&cfg, &dit.graph)?;
-        Self::assemble(dit, cfg, store, AdamW::default(), ema, 0, Provenance::default(), data)
+        Self::assemble(dit, cfg, store, opt, 0, Provenance::default(), data)
     }
 
     /// A run whose weights are already given (e.g. built by a strategy):
@@ -145,8 +137,8 @@ impl<D: Backend> Trainer<D> {
     ) -> Result<Self> {
         cfg.validate()?;
         store.spec.validate(&dit.weight_shapes())?;
-        let ema = store.host_values();
-        Self::assemble(dit, cfg, store, AdamW::default(), ema, 0, provenance, data)
+        let opt = OptState::host(HostMap::new(), HostMap::new(), store.host_values(), 0);
+        Self::assemble(dit, cfg, store, opt, 0, provenance, data)
     }
 
     /// The trainer over its parts; `data` is the whole split (`cfg.subset` applies here).
@@ -155,8 +147,7 @@ impl<D: Backend> Trainer<D> {
         dit: Dit,
         cfg: TrainConfig,
         store: ParamStore<D>,
-        opt: AdamW,
-        ema: BTreeMap<String, Vec<f32>>,
+        opt: OptState<D>,
         step: usize,
         provenance: Provenance,
         mut data: Dataset,
@@ -200,7 +191,6 @@ impl<D: Backend> Trainer<D> {
             cfg,
             store,
             opt,
-            ema,
             step,
             provenance,
             data,
@@ -208,7 +198,6 @@ impl<D: Backend> Trainer<D> {
             sched,
             perm: (usize::MAX, Vec::new()),
             device_step: !D::HOST_STEP,
-            on_device: None,
         })
     }
 
@@ -293,8 +282,9 @@ impl<D: Backend> Trainer<D> {
         for (name, g) in &grads {
             let leaf = self.store.leaf(name)?;
             let (mut v, hp) = (crate::model::store::flat_values(&leaf.value), scaled(hp, leaf.lr_scale));
-            self.opt.update(name, &mut v, g, hp, self.opt.t);
-            ema::update(&mut self.ema, name, &v, ema_decay);
+            let (t, (adam, ema)) = (self.opt.t, self.opt.host_mut());
+            adam.update(name, &mut v, g, hp, t);
+            ema::update(ema, name, &v, ema_decay);
             self.store.set(name, v)?;
         }
         Ok((loss, grad_norm))
@@ -320,11 +310,11 @@ impl<D: Backend> Trainer<D> {
             _ => 1.0,
         };
         let ema_decay = self.cfg.ema_decay_at(self.opt.t - 1);
-        let state =
-            self.on_device.get_or_insert_with(|| optim::DeviceState::upload(&self.store.dev, &self.opt, &self.ema));
+        let t = self.opt.t;
+        let state = self.opt.device_mut(&self.store.dev);
         for (name, g) in &grads {
             let hp = scaled(hp, self.store.leaf(name)?.lr_scale);
-            state.update(name, self.store.value_mut(name)?, g, scale, hp, self.opt.t, ema_decay)?;
+            state.update(name, self.store.value_mut(name)?, g, scale, hp, t, ema_decay)?;
         }
         Ok((loss, grad_norm))
     }
@@ -335,27 +325,19 @@ impl<D: Backend> Trainer<D> {
     /// numbers up to f32 rounding (`tests::device_step_matches_host_step`).
     pub fn set_device_step(&mut self, on: bool) {
         if !on {
-            self.sync_host();
+            self.opt.to_host();
         }
         self.device_step = on;
     }
 
-    /// Writes the device moments and EMA back into `opt` and `ema`, and
-    /// continues from the host values.
-    fn sync_host(&mut self) {
-        if let Some(state) = self.on_device.take() {
-            (self.opt.m, self.opt.v, self.ema) = state.download();
-        }
-    }
-
-    /// The EMA as host values (from the device when it lives there).
-    fn ema_values(&self) -> BTreeMap<String, Vec<f32>> {
-        self.on_device.as_ref().map_or_else(|| self.ema.clone(), |d| optim::DeviceState::to_host(&d.ema))
+    /// The optimizer state (moments, EMA, update count).
+    pub fn opt(&self) -> &OptState<D> {
+        &self.opt
     }
 
     /// A store holding the EMA weights (for sampling).
     pub fn ema_store(&self) -> Result<ParamStore<D>> {
-        ParamStore::from_values(self.store.dev.clone(), self.store.spec.clone(), self.ema_values())
+        ParamStore::from_values(self.store.dev.clone(), self.store.spec.clone(), self.opt.ema())
     }
 }
 
@@ -364,7 +346,7 @@ mod tests {
     use super::*;
     use crate::model::store::CpuDevice;
 
-    fn rel(a: &BTreeMap<String, Vec<f32>>, b: &BTreeMap<String, Vec<f32>>) -> f64 {
+    fn rel(a: &HostMap, b: &HostMap) -> f64 {
         assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
         let (mut num, mut den) = (0.0f64, 0.0f64);
         for (k, x) in a {
@@ -437,7 +419,7 @@ mod tests {
             );
         }
         let (ca, cb) = (host.checkpoint(), dev.checkpoint());
-        assert!(dev.opt.m.is_empty(), "the device moments were not read back by checkpoint()");
+        assert!(dev.opt().on_device() && !host.opt().on_device(), "where each optimizer state lives");
         for (what, a, b) in [
             ("params", &ca.params, &cb.params),
             ("m", &ca.adam_m, &cb.adam_m),
