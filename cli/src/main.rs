@@ -71,20 +71,8 @@ enum Cmd {
     },
 }
 
-/// Makes sure the linker keeps the built-in plugins (they register through `inventory`).
-fn link_builtins() {
-    fine_sampler_ddpm::link();
-    fine_sampler_ddim::link();
-    fine_sampler_dpm_solver::link();
-    fine_sampler_euler::link();
-    fine_strategy_scratch::link();
-    fine_strategy_fine::link();
-    fine_strategy_sws::link();
-    fine_strategy_tleg::link();
-    fine_strategy_heur::link();
-    fine_strategy_stitch::link();
-    fine_strategy_svd_independent::link();
-}
+// `link_builtins()`: one `link()` per built-in plugin crate of cli/Cargo.toml.
+include!(concat!(env!("OUT_DIR"), "/builtins.rs"));
 
 /// Every training step allocates and frees the same large activation and
 /// gradient buffers. With glibc's defaults, blocks over 128 KiB are mmap'd and
