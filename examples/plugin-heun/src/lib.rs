@@ -10,7 +10,6 @@
 //! `fine --plugin target/release/libfine_example_heun.so sample --sampler heun ...`.
 
 use anyhow::Result;
-use fine_plugin_api::info::OptionType;
 use fine_plugin_api::sampler::{predict_x0, timesteps, Spacing};
 use fine_plugin_api::{EpsFn, OptionSpec, Options, PluginInfo, PluginKind, Sampler, SamplerContext};
 
@@ -38,10 +37,10 @@ impl Sampler for Heun {
             kind: PluginKind::Sampler,
             version: "0.1.0".into(),
             description: "deterministic 2nd-order Heun ODE solver (Karras et al. 2022), third-party example".into(),
-            options: vec![OptionSpec::new(
+            options: vec![OptionSpec::choice(
                 "fail",
-                OptionType::Choice(vec!["none".into(), "error".into(), "panic".into()]),
-                "\"none\"",
+                &["none", "error", "panic"],
+                "none",
                 "make the plugin fail on purpose (to test the host's handling of broken plugins)",
             )],
         }

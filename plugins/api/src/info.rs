@@ -50,6 +50,53 @@ impl std::fmt::Display for OptionType {
     }
 }
 
+/// A typed option value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum OptionValue {
+    /// A finite real number.
+    Float(f64),
+    /// A whole number ≥ 0.
+    Int(usize),
+    /// true / false.
+    Bool(bool),
+    /// Text, or one word of a choice.
+    Text(String),
+}
+
+impl OptionValue {
+    /// As a RON value (the text form of [`Options::to_ron`]).
+    fn to_ron(&self) -> Value {
+        match self {
+            OptionValue::Float(x) => Value::Number((*x).into()),
+            OptionValue::Int(n) => Value::Number((*n as i64).into()),
+            OptionValue::Bool(b) => Value::Bool(*b),
+            OptionValue::Text(t) => Value::String(t.clone()),
+        }
+    }
+
+    /// Whether it is a value of type `ty`.
+    fn fits(&self, ty: &OptionType) -> bool {
+        match (ty, self) {
+            (OptionType::Float, OptionValue::Float(x)) => x.is_finite(),
+            (OptionType::Int, OptionValue::Int(_)) | (OptionType::Bool, OptionValue::Bool(_)) => true,
+            (OptionType::Text, OptionValue::Text(_)) => true,
+            (OptionType::Choice(c), OptionValue::Text(t)) => c.contains(t),
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for OptionValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OptionValue::Float(x) => write!(f, "{x:?}"),
+            OptionValue::Int(n) => write!(f, "{n}"),
+            OptionValue::Bool(b) => write!(f, "{b}"),
+            OptionValue::Text(t) => f.write_str(t),
+        }
+    }
+}
+
 /// One typed option with its default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OptionSpec {
@@ -57,16 +104,42 @@ pub struct OptionSpec {
     pub name: String,
     /// Value type.
     pub ty: OptionType,
-    /// Default, as a RON literal (`0.0`, `"trailing"`, `300`, `true`).
-    pub default: String,
+    /// Default, of type `ty` (the constructors make it so).
+    pub default: OptionValue,
     /// One line saying what it does.
     pub doc: String,
 }
 
 impl OptionSpec {
-    /// Shorthand constructor.
-    pub fn new(name: &str, ty: OptionType, default: &str, doc: &str) -> Self {
-        Self { name: name.into(), ty, default: default.into(), doc: doc.into() }
+    fn make(name: &str, ty: OptionType, default: OptionValue, doc: &str) -> Self {
+        assert!(default.fits(&ty), "option `{name}`: default {default} is not a {ty}");
+        Self { name: name.into(), ty, default, doc: doc.into() }
+    }
+
+    /// A real-number option.
+    pub fn float(name: &str, default: f64, doc: &str) -> Self {
+        Self::make(name, OptionType::Float, OptionValue::Float(default), doc)
+    }
+
+    /// A whole-number option (≥ 0).
+    pub fn int(name: &str, default: usize, doc: &str) -> Self {
+        Self::make(name, OptionType::Int, OptionValue::Int(default), doc)
+    }
+
+    /// A true/false option.
+    pub fn bool(name: &str, default: bool, doc: &str) -> Self {
+        Self::make(name, OptionType::Bool, OptionValue::Bool(default), doc)
+    }
+
+    /// A free-text option.
+    pub fn text(name: &str, default: &str, doc: &str) -> Self {
+        Self::make(name, OptionType::Text, OptionValue::Text(default.into()), doc)
+    }
+
+    /// One of `choices`; `default` must be one of them.
+    pub fn choice(name: &str, choices: &[&str], default: &str, doc: &str) -> Self {
+        let ty = OptionType::Choice(choices.iter().map(|c| c.to_string()).collect());
+        Self::make(name, ty, OptionValue::Text(default.into()), doc)
     }
 }
 
@@ -88,30 +161,31 @@ pub struct PluginInfo {
 /// Option values, checked against a plugin's [`OptionSpec`]s, defaults filled in.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Options {
-    values: BTreeMap<String, Value>,
+    values: BTreeMap<String, OptionValue>,
 }
 
-fn check(spec: &OptionSpec, v: &Value) -> Result<()> {
-    let ok = match (&spec.ty, v) {
-        (OptionType::Float, Value::Number(n)) => n.into_f64().is_finite(),
-        (OptionType::Int, Value::Number(n)) => n.as_i64().is_some_and(|i| i >= 0),
-        (OptionType::Bool, Value::Bool(_)) => true,
-        (OptionType::Text, Value::String(_)) => true,
-        (OptionType::Choice(c), Value::String(s)) => c.contains(s),
-        _ => false,
+/// The value `v` as an option of `spec`'s type, or an error naming the option.
+fn check(spec: &OptionSpec, v: &Value) -> Result<OptionValue> {
+    let typed = match (&spec.ty, v) {
+        (OptionType::Float, Value::Number(n)) => Some(OptionValue::Float(n.into_f64())),
+        (OptionType::Int, Value::Number(n)) => n.as_i64().filter(|&i| i >= 0).map(|i| OptionValue::Int(i as usize)),
+        (OptionType::Bool, Value::Bool(b)) => Some(OptionValue::Bool(*b)),
+        (OptionType::Text | OptionType::Choice(_), Value::String(s)) => Some(OptionValue::Text(s.clone())),
+        _ => None,
     };
-    if ok {
-        Ok(())
-    } else {
-        let got = ron::to_string(v).unwrap_or_else(|_| format!("{v:?}"));
-        let want = match &spec.ty {
-            OptionType::Float => "a finite number".to_string(),
-            OptionType::Int => "a whole number ≥ 0".to_string(),
-            OptionType::Bool => "true or false".to_string(),
-            OptionType::Text => "text".to_string(),
-            OptionType::Choice(c) => format!("one of {}", c.join(", ")),
-        };
-        bail!("option `{}` must be {want}, got `{got}`", spec.name)
+    match typed.filter(|t| t.fits(&spec.ty)) {
+        Some(t) => Ok(t),
+        None => {
+            let got = ron::to_string(v).unwrap_or_else(|_| format!("{v:?}"));
+            let want = match &spec.ty {
+                OptionType::Float => "a finite number".to_string(),
+                OptionType::Int => "a whole number ≥ 0".to_string(),
+                OptionType::Bool => "true or false".to_string(),
+                OptionType::Text => "text".to_string(),
+                OptionType::Choice(c) => format!("one of {}", c.join(", ")),
+            };
+            bail!("option `{}` must be {want}, got `{got}`", spec.name)
+        }
     }
 }
 
@@ -150,11 +224,10 @@ impl Options {
         let mut values = BTreeMap::new();
         for spec in &info.options {
             let v = match given.remove(&spec.name) {
-                Some(v) => v,
-                None => ron::from_str(&spec.default)
-                    .map_err(|e| anyhow!("plugin `{}`: default of `{}` is not RON: {e}", info.name, spec.name))?,
+                Some(v) => check(spec, &v).map_err(|e| anyhow!("plugin `{}`: {e}", info.name))?,
+                None if spec.default.fits(&spec.ty) => spec.default.clone(),
+                None => bail!("plugin `{}`: the default of `{}` is not a {}", info.name, spec.name, spec.ty),
             };
-            check(spec, &v).map_err(|e| anyhow!("plugin `{}`: {e}", info.name))?;
             values.insert(spec.name.clone(), v);
         }
         if let Some(k) = given.keys().next() {
@@ -166,7 +239,8 @@ impl Options {
 
     /// RON text of all values (what crosses the C ABI).
     pub fn to_ron(&self) -> String {
-        ron::to_string(&self.values).unwrap_or_default()
+        let plain: BTreeMap<&String, Value> = self.values.iter().map(|(k, v)| (k, v.to_ron())).collect();
+        ron::to_string(&plain).unwrap_or_default()
     }
 
     /// Parses what [`Options::to_ron`] wrote, checked against `info`.
@@ -174,14 +248,14 @@ impl Options {
         Self::parse(info, if text.trim().is_empty() { "" } else { text })
     }
 
-    fn get(&self, name: &str) -> Result<&Value> {
+    fn get(&self, name: &str) -> Result<&OptionValue> {
         self.values.get(name).ok_or_else(|| anyhow!("no option `{name}`"))
     }
 
     /// A float option.
     pub fn float(&self, name: &str) -> Result<f64> {
         match self.get(name)? {
-            Value::Number(n) => Ok(n.into_f64()),
+            OptionValue::Float(x) => Ok(*x),
             v => bail!("option `{name}` is {v:?}, not a number"),
         }
     }
@@ -189,11 +263,7 @@ impl Options {
     /// An integer option.
     pub fn int(&self, name: &str) -> Result<usize> {
         match self.get(name)? {
-            Value::Number(n) => n
-                .as_i64()
-                .filter(|&i| i >= 0)
-                .map(|i| i as usize)
-                .ok_or_else(|| anyhow!("option `{name}` is not a non-negative integer")),
+            OptionValue::Int(n) => Ok(*n),
             v => bail!("option `{name}` is {v:?}, not an integer"),
         }
     }
@@ -201,7 +271,7 @@ impl Options {
     /// A boolean option.
     pub fn bool(&self, name: &str) -> Result<bool> {
         match self.get(name)? {
-            Value::Bool(b) => Ok(*b),
+            OptionValue::Bool(b) => Ok(*b),
             v => bail!("option `{name}` is {v:?}, not a bool"),
         }
     }
@@ -209,7 +279,7 @@ impl Options {
     /// A text or choice option.
     pub fn text(&self, name: &str) -> Result<&str> {
         match self.get(name)? {
-            Value::String(s) => Ok(s),
+            OptionValue::Text(s) => Ok(s),
             v => bail!("option `{name}` is {v:?}, not text"),
         }
     }
@@ -226,14 +296,9 @@ mod tests {
             version: "1.0.0".into(),
             description: "test".into(),
             options: vec![
-                OptionSpec::new("eta", OptionType::Float, "0.0", "noise"),
-                OptionSpec::new(
-                    "spacing",
-                    OptionType::Choice(vec!["leading".into(), "trailing".into()]),
-                    "\"leading\"",
-                    "s",
-                ),
-                OptionSpec::new("k", OptionType::Int, "3", "k"),
+                OptionSpec::float("eta", 0.0, "noise"),
+                OptionSpec::choice("spacing", &["leading", "trailing"], "leading", "s"),
+                OptionSpec::int("k", 3, "k"),
             ],
         }
     }
@@ -250,5 +315,18 @@ mod tests {
         assert!(Options::parse(&info(), "etta=1").unwrap_err().to_string().contains("no option `etta`"));
         assert!(Options::parse(&info(), "spacing=middle").is_err());
         assert!(Options::parse(&info(), "k=-1").is_err());
+    }
+
+    /// Defaults are typed: each constructor takes a value of its type, and a
+    /// choice's default must be one of its words.
+    #[test]
+    fn typed_defaults() {
+        let i = info();
+        assert_eq!(i.options[0].default, OptionValue::Float(0.0));
+        assert_eq!(i.options[2].default.to_string(), "3");
+        assert_eq!(OptionSpec::bool("b", true, "").default, OptionValue::Bool(true));
+        assert_eq!(Options::parse(&i, "").unwrap().to_ron(), r#"{"eta":0.0,"k":3,"spacing":"leading"}"#);
+        let bad = std::panic::catch_unwind(|| OptionSpec::choice("s", &["a", "b"], "c", ""));
+        assert!(bad.is_err(), "a choice default outside its words is refused");
     }
 }

@@ -62,10 +62,10 @@ impl Spacing {
             Spacing::Leading => "leading",
             Spacing::Trailing => "trailing",
         };
-        crate::info::OptionSpec::new(
+        crate::info::OptionSpec::choice(
             "spacing",
-            crate::info::OptionType::Choice(vec!["linspace".into(), "leading".into(), "trailing".into()]),
-            &format!("\"{name}\""),
+            &["linspace", "leading", "trailing"],
+            name,
             "placement of the K timesteps in 0..T (trailing starts at T−1)",
         )
     }

@@ -17,7 +17,6 @@
 //! schedules and sample steps are flawed", §3.3).
 
 use anyhow::{bail, Result};
-use fine_plugin_api::info::OptionType;
 use fine_plugin_api::sampler::{eps_from_x0, predict_x0, Spacing};
 use fine_plugin_api::{EpsFn, OptionSpec, Options, PluginInfo, PluginKind, Sampler, SamplerContext};
 use rand::{Rng, SeedableRng};
@@ -43,12 +42,7 @@ impl Sampler for Ddim {
             version: env!("CARGO_PKG_VERSION").into(),
             description: "DDIM (Song et al. 2021), deterministic at eta = 0, on K of the T timesteps".into(),
             options: vec![
-                OptionSpec::new(
-                    "eta",
-                    OptionType::Float,
-                    "0.0",
-                    "stochasticity η in [0, 1]: 0 deterministic DDIM, 1 DDPM-like",
-                ),
+                OptionSpec::float("eta", 0.0, "stochasticity η in [0, 1]: 0 deterministic DDIM, 1 DDPM-like"),
                 Spacing::option(Spacing::Trailing),
             ],
         }

@@ -7,7 +7,6 @@
 //! no noise on the last step.
 
 use anyhow::Result;
-use fine_plugin_api::info::OptionType;
 use fine_plugin_api::sampler::{predict_x0, Spacing};
 use fine_plugin_api::{EpsFn, OptionSpec, Options, PluginInfo, PluginKind, Sampler, SamplerContext};
 use rand::{Rng, SeedableRng};
@@ -20,7 +19,6 @@ fine_plugin_api::builtin_plugin!(Sampler, Ddpm::default);
 
 impl Sampler for Ddpm {
     fn info(&self) -> PluginInfo {
-        let choice = |v: &[&str]| OptionType::Choice(v.iter().map(|s| s.to_string()).collect());
         PluginInfo {
             name: "ddpm".into(),
             kind: PluginKind::Sampler,
@@ -28,10 +26,10 @@ impl Sampler for Ddpm {
             description: "DDPM ancestral sampling (Ho et al. 2020), respaced to K steps".into(),
             options: vec![
                 Spacing::option(Spacing::Linspace),
-                OptionSpec::new(
+                OptionSpec::choice(
                     "variance",
-                    choice(&["small", "large"]),
-                    "\"small\"",
+                    &["small", "large"],
+                    "small",
                     "posterior variance β̃ (small) or β (large)",
                 ),
             ],

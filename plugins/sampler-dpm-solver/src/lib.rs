@@ -35,7 +35,6 @@
 //! changes nothing and the sampler equals diffusers' default configuration.
 
 use anyhow::{bail, Result};
-use fine_plugin_api::info::OptionType;
 use fine_plugin_api::sampler::{predict_x0, Spacing};
 use fine_plugin_api::{EpsFn, OptionSpec, Options, PluginInfo, PluginKind, Sampler, SamplerContext};
 
@@ -54,10 +53,9 @@ impl Sampler for DpmSolver {
             description: "DPM-Solver++(2M) (Lu et al. 2022), multistep 2nd-order ODE solver in data prediction".into(),
             options: vec![
                 Spacing::option(Spacing::Trailing),
-                OptionSpec::new(
+                OptionSpec::bool(
                     "lower_order_final",
-                    OptionType::Bool,
-                    "true",
+                    true,
                     "with K ≤ 15, a step onto t = 0 (linspace/leading spacing) is first order",
                 ),
             ],

@@ -23,7 +23,6 @@
 //! x_T itself, as for the other samplers.)
 
 use anyhow::{bail, Result};
-use fine_plugin_api::info::OptionType;
 use fine_plugin_api::sampler::{predict_x0, Spacing};
 use fine_plugin_api::{EpsFn, OptionSpec, Options, PluginInfo, PluginKind, Sampler, SamplerContext};
 use rand::{Rng, SeedableRng};
@@ -52,12 +51,7 @@ impl Sampler for Euler {
             description: "Euler / Euler-ancestral on the discrete σ levels (Karras et al. 2022)".into(),
             options: vec![
                 Spacing::option(Spacing::Linspace),
-                OptionSpec::new(
-                    "ancestral",
-                    OptionType::Bool,
-                    "false",
-                    "Euler-ancestral: step down to σ_down, add σ_up noise",
-                ),
+                OptionSpec::bool("ancestral", false, "Euler-ancestral: step down to σ_down, add σ_up noise"),
             ],
         }
     }

@@ -65,7 +65,6 @@
 //! trains everything (`fine train --from`).
 
 use anyhow::{anyhow, bail, Context, Result};
-use fine_plugin_api::info::OptionType;
 use fine_plugin_api::strategy::dit::{self, rank_of, type_of, type_shape, SigmaPhase};
 use fine_plugin_api::tensors::{Tensor, Tensors};
 use fine_plugin_api::{
@@ -164,22 +163,17 @@ fn ranks_for(weights: &[WeightSpec], opts: &Options) -> Result<BTreeMap<&'static
 impl Strategy for Fine {
     fn info(&self) -> PluginInfo {
         let rank = |t: &str| {
-            OptionSpec::new(
-                &format!("rank_{t}"),
-                OptionType::Int,
-                "0",
-                &format!("rank r of the shared {t} factors (0 = min(m1, m2))"),
-            )
+            OptionSpec::int(&format!("rank_{t}"), 0, &format!("rank r of the shared {t} factors (0 = min(m1, m2))"))
         };
         let mut options: Vec<OptionSpec> = TYPES.iter().map(|t| rank(t)).collect();
-        options.push(OptionSpec::new(
+        options.push(OptionSpec::choice(
             "factor_init",
-            OptionType::Choice(vec!["balanced".into(), "sigma".into()]),
-            "\"balanced\"",
+            &["balanced", "sigma"],
+            "balanced",
             "ancestry init: balanced (U, V ~ N(0, s²), σ = 1) or sigma (U, V ~ N(0, 1/m), the scale in σ)",
         ));
         options.extend(SigmaPhase::options(&[]));
-        options.push(OptionSpec::new("seed", OptionType::Int, "0", "seed of the random σ-init"));
+        options.push(OptionSpec::int("seed", 0, "seed of the random σ-init"));
         PluginInfo {
             name: NAME.into(),
             kind: PluginKind::Strategy,

@@ -27,7 +27,6 @@
 //! learngene and the seed of its fresh blocks, so it stores no per-layer values.
 
 use anyhow::{bail, Result};
-use fine_plugin_api::info::OptionType;
 use fine_plugin_api::strategy::dit::{self, block_of, plain};
 use fine_plugin_api::tensors::Tensors;
 use fine_plugin_api::{
@@ -66,10 +65,9 @@ impl Strategy for Heur {
             kind: PluginKind::Strategy,
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Heur-LG: the last k ancestry blocks on top of fresh blocks".into(),
-            options: vec![OptionSpec::new(
+            options: vec![OptionSpec::int(
                 "k",
-                OptionType::Int,
-                "2",
+                2,
                 "ancestry blocks inherited (the last k), set at pretrain; descendants need depth ≥ k",
             )],
         }

@@ -39,7 +39,6 @@
 //! this crate cannot run them (the C ABI carries the four required methods).
 
 use anyhow::{anyhow, bail, Context, Result};
-use fine_plugin_api::info::OptionType;
 use fine_plugin_api::strategy::dit::{self, block_of, plain};
 use fine_plugin_api::tensors::{Tensor, Tensors};
 use fine_plugin_api::{
@@ -143,18 +142,16 @@ impl Strategy for Stitch {
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Learngene Pool: distilled pool members stitched by a least-squares linear layer".into(),
             options: vec![
-                OptionSpec::new(
+                OptionSpec::text(
                     "pool",
-                    OptionType::Text,
-                    "\"auto\"",
+                    "auto",
                     "member depths `a:b:…` (each ≤ the ancestry depth), or `auto` = ⌈L/2⌉ and L−1; set at pretrain",
                 ),
-                OptionSpec::new("distill_steps", OptionType::Int, "1000", "distillation steps per pool member"),
-                OptionSpec::new("alpha", OptionType::Float, "0.5", "teacher weight: target (1−α)·ε + α·ε_ancestry"),
-                OptionSpec::new(
+                OptionSpec::int("distill_steps", 1000, "distillation steps per pool member"),
+                OptionSpec::float("alpha", 0.5, "teacher weight: target (1−α)·ε + α·ε_ancestry"),
+                OptionSpec::int(
                     "probe_images",
-                    OptionType::Int,
-                    "256",
+                    256,
                     "noisy training images whose tokens fit the stitching layer (least squares)",
                 ),
             ],

@@ -48,7 +48,6 @@
 //! tables and the shared weights; a descendant stores σ rows and biases per layer.
 
 use anyhow::{anyhow, bail, Context, Result};
-use fine_plugin_api::info::OptionType;
 use fine_plugin_api::strategy::dit::{self, plain, rank_of, type_of, type_shape, SigmaPhase};
 use fine_plugin_api::tensors::{Tensor, Tensors};
 use fine_plugin_api::{
@@ -111,16 +110,15 @@ pub fn source_layer(i: usize, depth: usize, ancestry: usize) -> usize {
 impl Strategy for SvdIndependent {
     fn info(&self) -> PluginInfo {
         let rank = |t: &str| {
-            OptionSpec::new(
+            OptionSpec::int(
                 &format!("rank_{t}"),
-                OptionType::Int,
-                "0",
+                0,
                 &format!("rank kept of each layer's {t} SVD (0 = min(m1, m2), exact); set at pretrain"),
             )
         };
         let mut options: Vec<OptionSpec> = TYPES.iter().map(|t| rank(t)).collect();
         options.extend(SigmaPhase::options(&["nearest"]));
-        options.push(OptionSpec::new("seed", OptionType::Int, "0", "seed of the random σ-init"));
+        options.push(OptionSpec::int("seed", 0, "seed of the random σ-init"));
         PluginInfo {
             name: NAME.into(),
             kind: PluginKind::Strategy,

@@ -44,7 +44,6 @@
 //! learngene and its `layers_source`, so it stores no per-layer values.
 
 use anyhow::{anyhow, bail, Result};
-use fine_plugin_api::info::OptionType;
 use fine_plugin_api::strategy::dit::{self, block_of, plain};
 use fine_plugin_api::tensors::Tensors;
 use fine_plugin_api::{
@@ -162,16 +161,14 @@ impl Strategy for Sws {
             version: env!("CARGO_PKG_VERSION").into(),
             description: "SWS: blocks of a stage share one weight set; descendants repeat each stage's block".into(),
             options: vec![
-                OptionSpec::new(
+                OptionSpec::text(
                     "stages",
-                    OptionType::Text,
-                    "\"\"",
+                    "",
                     "ancestry stage sizes, e.g. 3:3:4:3:3 (sum = ancestry depth); empty: about 3 blocks per stage",
                 ),
-                OptionSpec::new(
+                OptionSpec::text(
                     "layers_source",
-                    OptionType::Text,
-                    "\"\"",
+                    "",
                     "stage copied by each descendant block, e.g. 0:0:1:1:2 (one per block); empty: proportional",
                 ),
             ],

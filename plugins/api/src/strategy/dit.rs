@@ -9,7 +9,7 @@
 //! shape that does not depend on the depth.
 
 use crate::graph::Graph;
-use crate::info::{OptionSpec, OptionType, Options};
+use crate::info::{OptionSpec, Options};
 use crate::param::{Expr, LeafSpec, Parameterization};
 use crate::strategy::{Learngene, WeightSpec};
 use crate::tensors::{Tensor, Tensors};
@@ -266,34 +266,27 @@ impl SigmaPhase {
 
     /// The options, with `extra` σ-inits of the strategy's own after the shared ones.
     pub fn options(extra: &[&str]) -> Vec<OptionSpec> {
-        let inits = Self::SIGMA_INITS.iter().chain(extra).map(|m| m.to_string()).collect();
-        let biases = ["same", "stats", "identical", "linear", "zero"].iter().map(|m| m.to_string()).collect();
+        let inits: Vec<&str> = Self::SIGMA_INITS.iter().chain(extra).copied().collect();
         vec![
-            OptionSpec::new(
+            OptionSpec::choice(
                 "sigma_init",
-                OptionType::Choice(inits),
-                "\"stats\"",
+                &inits,
+                "stats",
                 "initial σ of a descendant's layers (stats: per component N(mean, std²) of the ancestry's σ; \
                  random: N(0, RMS²), random signs, σ_ada = 0; identical: mean row; linear: by relative depth)",
             ),
-            OptionSpec::new(
+            OptionSpec::choice(
                 "bias_init",
-                OptionType::Choice(biases),
-                "\"linear\"",
+                &["same", "stats", "identical", "linear", "zero"],
+                "linear",
                 "initial block biases from the ancestry's by depth (same: the sigma_init rule; zero: DiT's init)",
             ),
-            OptionSpec::new(
+            OptionSpec::float(
                 "sigma_lr_scale",
-                OptionType::Float,
-                "30.0",
+                30.0,
                 "learning rate of σ and biases in the σ phase, as a multiple of the run's",
             ),
-            OptionSpec::new(
-                "sigma_steps",
-                OptionType::Int,
-                "300",
-                "steps of σ-and-bias training (the σ phase); 0 keeps the initial σ",
-            ),
+            OptionSpec::int("sigma_steps", 300, "steps of σ-and-bias training (the σ phase); 0 keeps the initial σ"),
         ]
     }
 
