@@ -438,10 +438,7 @@ fn import(file: &Path, cfg: &BenchConfig, sizes: &std::collections::BTreeSet<Str
         if finished(&dir).is_some() {
             continue;
         }
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).with_context(|| format!("clearing the unfinished run {}", dir.display()))?;
-        }
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        fresh_run_dir(&dir)?;
         fine_core::util::fsx::write_atomic(&dir.join("result.json"), serde_json::to_string_pretty(run)?.as_bytes())?;
         n += 1;
     }
@@ -452,6 +449,14 @@ fn import(file: &Path, cfg: &BenchConfig, sizes: &std::collections::BTreeSet<Str
 /// The folder of one descendant run.
 fn run_dir(out: &Path, row: &str, size: &str, seed: u64) -> PathBuf {
     out.join("runs").join(format!("{}-{}-s{seed}", sanitize(row), sanitize(size)))
+}
+
+/// Empties the folder of an unfinished run (or makes it).
+fn fresh_run_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("clearing the unfinished run {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
 }
 
 /// The result of a finished run in `dir`, if any.
@@ -479,10 +484,7 @@ fn descendant<D: Backend>(
         eprintln!("  done before: {}", result_path.display());
         return Ok(r);
     }
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing the unfinished run {}", dir.display()))?;
-    }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    fresh_run_dir(&dir)?;
     let steps = p.row.train_steps.or(cfg.train.steps).unwrap_or(1);
     let tcfg = phase_config(&cfg.train, &data, seed, steps);
     let t0 = Instant::now();

@@ -76,6 +76,9 @@ use std::collections::BTreeMap;
 
 pub mod width;
 
+#[cfg(test)]
+mod tests;
+
 /// The five factorized weight types (the roles of a block's matrices).
 pub use fine_plugin_api::strategy::dit::TYPES;
 
