@@ -27,7 +27,9 @@ pub fn request_stop() -> bool {
 /// A run stopped by Ctrl-C after writing the checkpoint of `step` into `dir`.
 #[derive(Debug)]
 pub struct Interrupted {
+    /// The step whose checkpoint was written.
     pub step: usize,
+    /// The run folder.
     pub dir: PathBuf,
 }
 
