@@ -1,4 +1,5 @@
-//! What a graph's model holds: its parameter count, by group, and the summary
+//! What a graph's model holds: its parameter count, by group, the memory a
+//! training step needs, and the summary
 //! `fine graph check` prints. Counts come from the weights the layers declare
 //! ([`Dit::weights`]), FLOPs from [`crate::graph::cost`].
 
@@ -26,6 +27,19 @@ pub fn param_groups(g: &Graph) -> [(&'static str, usize); 3] {
         groups[i].1 += w.shape.iter().product::<usize>();
     }
     groups
+}
+
+/// Estimated bytes of a training step of `g` at `batch` images: five f32 copies of
+/// the parameters (weights, gradients, EMA, two AdamW moments) plus the
+/// activations the tape keeps, ≈ 20 f32 values per token and width per block
+/// (LayerNorms, modulated inputs, q/k/v, attention output, the MLP's 4× hidden
+/// and its activation), plus the attention probabilities. A lower bound more
+/// than a forecast: it refuses only what cannot fit.
+pub fn training_bytes(g: &Graph, batch: usize) -> f64 {
+    let (d, t) = (g.hidden as f64, g.tokens() as f64);
+    let params = param_count(g) as f64;
+    let per_block = 20.0 * t * d + g.heads as f64 * t * t;
+    4.0 * (5.0 * params + batch as f64 * g.depth as f64 * per_block)
 }
 
 /// A multi-line human-readable summary: shapes, parameters and FLOPs.

@@ -154,7 +154,7 @@ impl<D: Backend> Trainer<D> {
     ) -> Result<Self> {
         let g = &dit.graph;
         crate::util::mem::check_fits(
-            crate::util::mem::training_bytes(g, cfg.batch),
+            crate::model::summary::training_bytes(g, cfg.batch),
             &format!("training `{}` at batch {}", g.name, cfg.batch),
         )?;
         if let Some(n) = cfg.subset {

@@ -40,19 +40,6 @@ pub fn check_fits(bytes: f64, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Estimated bytes of a training step of `g` at `batch` images: five f32 copies of
-/// the parameters (weights, gradients, EMA, two AdamW moments) plus the
-/// activations the tape keeps, ≈ 20 f32 values per token and width per block
-/// (LayerNorms, modulated inputs, q/k/v, attention output, the MLP's 4× hidden
-/// and its activation), plus the attention probabilities. A lower bound more
-/// than a forecast: it refuses only what cannot fit.
-pub fn training_bytes(g: &crate::graph::Graph, batch: usize) -> f64 {
-    let (d, t) = (g.hidden as f64, g.tokens() as f64);
-    let params = crate::model::summary::param_count(g) as f64;
-    let per_block = 20.0 * t * d + g.heads as f64 * t * t;
-    4.0 * (5.0 * params + batch as f64 * g.depth as f64 * per_block)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
