@@ -74,18 +74,6 @@ enum Cmd {
 // `link_builtins()`: one `link()` per built-in plugin crate of cli/Cargo.toml.
 include!(concat!(env!("OUT_DIR"), "/builtins.rs"));
 
-/// Every training step allocates and frees the same large activation and
-/// gradient buffers. With glibc's defaults, blocks over 128 KiB are mmap'd and
-/// handed back to the kernel when freed, so each step faults its pages in
-/// again (≈10% of a DiT-S/2 step on CPU). Keep them in the heap instead.
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-    }
-}
-
 /// Ctrl-C while a training loop runs stops it after its step, with a
 /// checkpoint ([`fine_core::pipeline::request_stop`]); at any other time, or a
 /// second time, the process ends at once (exit 130).
@@ -116,6 +104,30 @@ fn parse_args() -> Cli {
     }
     let matches = negatives(Cli::command()).get_matches();
     Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+// ============================================================================
+// Allocator
+// ============================================================================
+
+// glibc's malloc hands the freed pages of its thread arenas back to the kernel
+// after a step at some model sizes and faults them in again on the next one
+// (30-70x the page faults, up to 1.7x the step time of `fine train`, measured in
+// docs/results/allocator.md). mimalloc, with purging off, keeps them: a training
+// process reuses the same buffers every step. Plugins free what they allocate
+// themselves (plugins/api/src/abi.rs), so the host's allocator never frees theirs.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `mi_option_purge_delay`: in mimalloc.h's `mi_option_e` it comes right before
+/// `mi_option_use_numa_nodes`, which libmimalloc-sys exports (this one it does not).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = libmimalloc_sys::mi_option_use_numa_nodes - 1;
+
+/// Every training step allocates and frees the same large activation and
+/// gradient buffers: keep them in the process.
+fn keep_freed_memory() {
+    // -1: never return freed memory to the OS while the process runs.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
 }
 
 fn main() {
