@@ -328,10 +328,7 @@ fn ancestry<D: Backend>(
         )
     };
     let spec = s.ancestry(g, &st::weights_of(&Dit::new(g)), &opts)?;
-    // A run without EMA warmup is keyed as it was before `ema_warmup` existed
-    // (it trains the same), so the ancestries cached then are found again.
-    let train_key = ron::to_string(&tcfg)?.replace("ema_warmup:false,", "");
-    let run_key = format!("spec: {}\ntrain: {train_key}\ngraph: {}\n", ron::to_string(&spec)?, graph::load::to_ron(g));
+    let run_key = format!("spec: {}\ntrain: {}\ngraph: {}\n", ron::to_string(&spec)?, ron::to_string(&tcfg)?, graph::load::to_ron(g));
     let key = format!(
         "strategy: {} {}\noptions: {}\nweights: {:?}\n{run_key}",
         info.name,
