@@ -101,6 +101,9 @@ def circles(edges):
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 2 or not os.path.isdir(sys.argv[1]):
+        print("usage: python3 scripts/module-cycles.py CRATE_SRC_FOLDER (e.g. core/src)", file=sys.stderr)
+        sys.exit(2)
     found = circles(edges_of(sys.argv[1]))
     for c in found:
         print(" -> ".join(c))
