@@ -175,3 +175,16 @@ fn misfits_are_refused() {
     let e = Fine.descendant(&lg, &g, &w, &opts("")).unwrap_err().to_string();
     assert!(e.contains("tleg"), "{e}");
 }
+
+/// A target of the learngene's width whose MLP is narrower (mlp_ratio 2 against
+/// 4) fits fc1's V (width × width) but not its U: refused as a misfit, naming the
+/// graph, before any leaf is built.
+#[test]
+fn a_factor_that_fits_on_one_side_only_is_refused() {
+    let (g, _, _, lg) = ancestry(2);
+    let narrow = Graph { name: "narrow-mlp".into(), mlp_ratio: g.mlp_ratio / 2.0, ..g.clone() };
+    let w = weights_of(&Dit::new(&narrow));
+    let e = Fine.descendant(&lg, &narrow, &w, &opts("")).unwrap_err().to_string();
+    assert!(e.contains("does not fit this graph") && e.contains("narrow-mlp"), "{e}");
+}
+
