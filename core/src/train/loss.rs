@@ -67,3 +67,46 @@ pub fn eps_mse_backward<D: Backend>(
     let value = loss.retaped::<NoneTape>().as_vec()[0];
     Ok((value, loss.backward()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::store::CpuDevice;
+    use rand::SeedableRng;
+
+    /// The loss is mean((ε̂ − ε)²) over every value, with ε̂ the model's own
+    /// NCHW prediction (patchifying is a permutation, so the mean is the same),
+    /// and the gradient of the output bias matches a central difference (the
+    /// loss is quadratic in it, so the difference is exact up to rounding).
+    #[test]
+    fn loss_is_the_mean_squared_error_and_its_gradient_matches_a_difference() {
+        let g = crate::graph::test_graph(1, 8, 2, 16, 2, 2);
+        let dit = Dit::new(&g);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut store = ParamStore::init(CpuDevice::default(), dit.plain_parameterization(), &mut rng).unwrap();
+        let bias: Vec<f32> = (0..4).map(|i| i as f32 * 0.2 - 0.3).collect();
+        store.set("final_layer.linear.bias", bias.clone()).unwrap(); // a non-zero prediction
+        let (b, n) = (2, 64);
+        let x: Vec<f32> = (0..b * n).map(|i| ((i * 7) % 11) as f32 / 5.0 - 1.0).collect();
+        let eps: Vec<f32> = (0..b * n).map(|i| ((i * 5) % 9) as f32 / 4.0 - 1.0).collect();
+        let (t, y) = ([10.0f32, 700.0], [2usize, 5]);
+        let (loss, grads) = eps_mse_and_grads(&dit, &store, &x, &t, &y, &eps).unwrap();
+        let mse = |s: &ParamStore<CpuDevice>| {
+            let pred = dit.predict(&s.view::<NoneTape>(), &x, &t, &y).unwrap();
+            pred.iter().zip(&eps).map(|(p, e)| ((p - e) as f64).powi(2)).sum::<f64>() / pred.len() as f64
+        };
+        assert!((loss as f64 - mse(&store)).abs() < 1e-6 * mse(&store), "{loss} vs {}", mse(&store));
+        let h = 1e-2;
+        for k in 0..4 {
+            let mut at = |d: f32| {
+                let mut v = bias.clone();
+                v[k] += d;
+                store.set("final_layer.linear.bias", v).unwrap();
+                mse(&store)
+            };
+            let fd = (at(h) - at(-h)) / (2.0 * h as f64);
+            let got = grads["final_layer.linear.bias"][k] as f64;
+            assert!((got - fd).abs() < 1e-4 * fd.abs().max(1e-2), "bias[{k}]: {got} vs {fd}");
+        }
+    }
+}
