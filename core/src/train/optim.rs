@@ -278,4 +278,32 @@ mod tests {
             assert!((a - b).abs() < 5e-6, "{p:?}"); // f32 rounding
         }
     }
+
+    /// PyTorch's factor max_norm / (norm + 1e-6): with a norm of the same order
+    /// as the 1e-6, the +1e-6 is what decides the factor (1e-6 / 3e-6 = 1/3).
+    #[test]
+    fn clip_uses_norm_plus_1e6() {
+        let mut g = BTreeMap::from([("a".to_string(), vec![3.0f32, -6.0])]);
+        clip(&mut g, 2e-6, 1e-6);
+        assert!((g["a"][0] - 1.0).abs() < 1e-5 && (g["a"][1] + 2.0).abs() < 1e-5, "{:?}", g["a"]);
+        let mut g = BTreeMap::from([("a".to_string(), vec![3.0f32])]);
+        clip(&mut g, 0.5, 1.0); // under the limit: unchanged
+        assert_eq!(g["a"], vec![3.0]);
+    }
+
+    /// The state moves to the device and back with its values, and `ema`
+    /// reads the EMA wherever the state is (the CPU device stands in for a GPU).
+    #[test]
+    fn opt_state_round_trips_through_the_device() {
+        let map = |x: f32| BTreeMap::from([("w".to_string(), vec![x, x + 1.0])]);
+        let mut s = OptState::<crate::model::store::CpuDevice>::host(map(1.0), map(2.0), map(3.0), 7);
+        assert!(!s.on_device());
+        assert_eq!(s.ema(), map(3.0));
+        s.device_mut(&Default::default());
+        assert!(s.on_device());
+        assert_eq!(s.ema(), map(3.0));
+        s.to_host();
+        assert!(!s.on_device());
+        assert_eq!(s.host_copy(), (map(1.0), map(2.0), map(3.0)));
+    }
 }
