@@ -328,7 +328,12 @@ fn ancestry<D: Backend>(
         )
     };
     let spec = s.ancestry(g, &st::weights_of(&Dit::new(g)), &opts)?;
-    let run_key = format!("spec: {}\ntrain: {}\ngraph: {}\n", ron::to_string(&spec)?, ron::to_string(&tcfg)?, graph::load::to_ron(g));
+    let run_key = format!(
+        "spec: {}\ntrain: {}\ngraph: {}\n",
+        ron::to_string(&spec)?,
+        ron::to_string(&tcfg)?,
+        graph::load::to_ron(g)
+    );
     let key = format!(
         "strategy: {} {}\noptions: {}\nweights: {:?}\n{run_key}",
         info.name,

@@ -187,4 +187,3 @@ fn a_factor_that_fits_on_one_side_only_is_refused() {
     let e = Fine.descendant(&lg, &narrow, &w, &opts("")).unwrap_err().to_string();
     assert!(e.contains("does not fit this graph") && e.contains("narrow-mlp"), "{e}");
 }
-
