@@ -8,7 +8,7 @@
 # (missed.txt, caught.txt, unviable.txt, timeout.txt); the review of every
 # missed mutant is in docs/results/mutants.md.
 #
-#   scripts/mutants.sh                 # every group (samplers, schedules, guidance, optimizer, report, fine)
+#   scripts/mutants.sh                 # every group (samplers, schedules, guidance, optimizer, report, fine, peers)
 #   scripts/mutants.sh samplers report # some groups
 #
 # cargo-mutants copies the tree and builds it afresh (≈10 min on 2 cores). To reuse
@@ -30,7 +30,7 @@ run() {
     }
     echo "== $name: $(wc -l <"target/mutants/$name/mutants.out/missed.txt") missed, $(wc -l <"target/mutants/$name/mutants.out/caught.txt") caught"
 }
-for g in "${@:-samplers schedules guidance optimizer report fine}"; do
+for g in "${@:-samplers schedules guidance optimizer report fine peers}"; do
     for g in $g; do
         case $g in
         samplers)
@@ -55,8 +55,13 @@ for g in "${@:-samplers schedules guidance optimizer report fine}"; do
         fine) # FINE's ancestry, extract and descendant: the strategy crate's unit tests
             run fine -f plugins/strategy-fine/src/lib.rs --cargo-test-arg=--lib
             ;;
+        peers) # the peer strategies' ancestry, extract and descendant: each strategy crate's unit tests
+            run peers -f plugins/strategy-tleg/src/lib.rs -f plugins/strategy-heur/src/lib.rs \
+                -f plugins/strategy-sws/src/lib.rs -f plugins/strategy-svd-independent/src/lib.rs \
+                -f plugins/strategy-stitch/src/lib.rs --cargo-test-arg=--lib
+            ;;
         *)
-            echo "unknown group $g (samplers, schedules, guidance, optimizer, report, fine)" >&2
+            echo "unknown group $g (samplers, schedules, guidance, optimizer, report, fine, peers)" >&2
             exit 1
             ;;
         esac
