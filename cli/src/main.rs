@@ -112,9 +112,9 @@ fn parse_args() -> Cli {
 
 // glibc's malloc hands the freed pages of its thread arenas back to the kernel
 // after a step at some model sizes and faults them in again on the next one
-// (698 k page faults in a 200-step run against 406, up to 1.9x the step time of
-// `fine train`, measured in docs/results/allocator.md). mimalloc, with purging off, keeps them: a training
-// process reuses the same buffers every step. Plugins free what they allocate
+// (698 k page faults in a 200-step run against 406, up to 1.9x the step time
+// of `fine train`, measured in docs/results/allocator.md). mimalloc, with
+// purging off, keeps them: a training process reuses the same buffers every step. Plugins free what they allocate
 // themselves (plugins/api/src/abi.rs), so the host's allocator never frees theirs.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;

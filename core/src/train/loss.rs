@@ -95,7 +95,8 @@ mod tests {
             let pred = dit.predict(&s.view::<NoneTape>(), &x, &t, &y).unwrap();
             pred.iter().zip(&eps).map(|(p, e)| ((p - e) as f64).powi(2)).sum::<f64>() / pred.len() as f64
         };
-        assert!((loss as f64 - mse(&store)).abs() < 1e-6 * mse(&store), "{loss} vs {}", mse(&store));
+        let want = mse(&store);
+        assert!((loss as f64 - want).abs() < 1e-6 * want, "{loss} vs {want}");
         let h = 1e-2;
         for k in 0..4 {
             let mut at = |d: f32| {
