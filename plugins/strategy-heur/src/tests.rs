@@ -22,6 +22,22 @@ fn ancestry_is_plain_and_k_is_checked_before_training() {
 }
 
 #[test]
+fn extract_keeps_the_last_k_blocks_at_a_depth_where_depth_minus_k_is_not_depth_over_k() {
+    // Depth 6, k = 2: blocks 4 and 5 (6 − 2 = 4, while 6 / 2 = 3).
+    let g = tiny_graph(6, 32);
+    let dit = Dit::new(&g);
+    let o = opts("k=2");
+    let spec = Heur.ancestry(&g, &weights_of(&dit), &o).unwrap();
+    let leaves = leaf_values(&spec);
+    let lg = Heur.extract(&g, &weights_of(&dit), &spec, &leaves, &o).unwrap();
+    assert_eq!(lg.meta["inherited_blocks"], "4..5");
+    assert_eq!(lg.tensors["heur.block0.mlp.fc1.weight"], leaves["blocks.4.mlp.fc1.weight"]);
+    assert_eq!(lg.tensors["heur.block1.mlp.fc1.weight"], leaves["blocks.5.mlp.fc1.weight"]);
+    let per_block = leaves.keys().filter(|n| n.starts_with("blocks.0.")).count();
+    assert_eq!(lg.tensors.len(), leaves.len() - 4 * per_block);
+}
+
+#[test]
 fn descendant_puts_the_last_k_blocks_on_top_of_fresh_ones() {
     let g = tiny_graph(4, 32);
     let dit = Dit::new(&g);

@@ -117,7 +117,8 @@ pub fn layers_source(opt: &str, sizes: &[usize], depth: usize) -> Result<Vec<usi
     if opt.trim().is_empty() {
         let of_block = stage_of_blocks(sizes);
         let l = of_block.len();
-        return Ok((0..depth).map(|i| of_block[((2 * i + 1) * l / (2 * depth)).min(l - 1)]).collect());
+        // (2i + 1)·L / (2·depth) < L for every i < depth, so the index is in range.
+        return Ok((0..depth).map(|i| of_block[(2 * i + 1) * l / (2 * depth)]).collect());
     }
     let src = parse_list("option `layers_source`", opt)?;
     if src.len() != depth {

@@ -17,6 +17,9 @@ fn default_stages_follow_the_paper_example() {
     assert_eq!(default_stages(16), [3, 3, 4, 3, 3]);
     assert_eq!(default_stages(12), [3, 3, 3, 3]);
     assert_eq!(default_stages(6), [3, 3]);
+    // Three stages with one block over: the middle one takes it; two over: the middle, then the first.
+    assert_eq!(default_stages(10), [3, 4, 3]);
+    assert_eq!(default_stages(8), [3, 3, 2]);
     assert_eq!(default_stages(5), [3, 2]);
     assert_eq!(default_stages(4), [4]);
     assert_eq!(default_stages(1), [1]);
@@ -90,6 +93,10 @@ fn descendant_copies_stage_blocks_and_refuses_misfits() {
     let lg = Sws.extract(&g, &weights_of(&Dit::new(&g)), &spec, &leaves, &o).unwrap();
     assert_eq!(lg.meta["stages"], "2,3");
     assert_eq!(lg.tensors.len(), spec.leaves.len());
+    // A plain run (another strategy's) is refused by name, before its leaves are read.
+    let plain = dit.plain_parameterization();
+    let e = Sws.extract(&g, &weights_of(&dit), &plain, &leaf_values(&plain), &o).unwrap_err().to_string();
+    assert!(e.contains("not an SWS ancestry") && e.contains("sws.stage0.attn.qkv.weight"), "{e}");
     let anc = materialized(&g, &spec, &leaves);
     // Same depth, default mapping: the descendant is the ancestry.
     let d = Sws.descendant(&lg, &g, &weights_of(&dit), &opts("")).unwrap();

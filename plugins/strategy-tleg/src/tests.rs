@@ -56,6 +56,10 @@ fn descendant_expands_to_any_depth_and_refuses_misfits() {
     let leaves = leaf_values(&spec);
     let lg = Tleg.extract(&g, &weights_of(&Dit::new(&g)), &spec, &leaves, &opts("")).unwrap();
     assert_eq!(lg.tensors.len(), spec.leaves.len());
+    // A plain run (another strategy's) is refused by name.
+    let plain = dit.plain_parameterization();
+    let e = Tleg.extract(&g, &weights_of(&dit), &plain, &leaf_values(&plain), &opts("")).unwrap_err().to_string();
+    assert!(e.contains("not a TLEG ancestry"), "{e}");
     assert_eq!(lg.meta["storage.learngene"], lg.tensors.values().map(|t| t.data.len()).sum::<usize>().to_string());
     // Same depth: the descendant is the ancestry.
     let d = Tleg.descendant(&lg, &g, &weights_of(&dit), &opts("")).unwrap();
