@@ -63,8 +63,9 @@ fn member_name(depth: usize) -> String {
 fn pool_depths(opts: &Options, depth: usize) -> Result<Vec<usize>> {
     let text = opts.text("pool")?.trim();
     let mut v: Vec<usize> = if text == "auto" {
-        if depth < 3 {
-            bail!("option `pool=auto` needs an ancestry of depth ≥ 3 (it has {depth}); list member depths");
+        // ⌈L/2⌉ and L − 1 are distinct from L = 4 on.
+        if depth < 4 {
+            bail!("option `pool=auto` needs an ancestry of depth ≥ 4 (it has {depth}); list member depths");
         }
         vec![depth.div_ceil(2), depth - 1]
     } else {
@@ -113,18 +114,26 @@ fn plan(pool: &[usize], ld: usize) -> Result<Plan> {
             a + b
         );
     }
-    let (lo, hi) = (1.max(ld.saturating_sub(b)), a.min(ld - 1));
-    let front = ((ld * a) as f64 / (a + b) as f64).round() as usize;
-    let front = front.clamp(lo, hi);
+    // front = round(ld·a/(a+b)), at least 1. With a ≤ b and 2 ≤ ld ≤ a + b no
+    // other bound is needed: front ≤ ld·a/(a+b) + ½ ≤ min(a, ld/2) + ½ gives
+    // front ≤ a and front ≤ ld − 1, and end = ld − front ≤ ld·b/(a+b) + ½ ≤ b + ½
+    // gives end ≤ b.
+    let front = (((ld * a) as f64 / (a + b) as f64).round() as usize).max(1);
     Ok(Plan::Stitched { a, front, b, end: ld - front })
 }
 
 /// The learngene's pool depths (metadata `pool`).
 fn lg_pool(lg: &Learngene) -> Result<Vec<usize>> {
-    dit::meta_text(lg, "pool")?
+    let text = dit::meta_text(lg, "pool")?;
+    let v: Vec<usize> = text
         .split(':')
         .map(|s| s.parse::<usize>().map_err(|_| anyhow!("learngene metadata `pool`: `{s}` is not a depth")))
-        .collect()
+        .collect::<Result<_>>()?;
+    // `plan` relies on increasing depths ≥ 1, as `extract` writes them.
+    if v[0] == 0 || v.windows(2).any(|w| w[0] >= w[1]) {
+        bail!("learngene metadata `pool` = `{text}` must list increasing depths ≥ 1");
+    }
+    Ok(v)
 }
 
 /// Checks the learngene's strategy and the target's width; returns the plan for `target`.
@@ -185,8 +194,10 @@ impl Strategy for Stitch {
             .filter(|(n, _)| block_of(n).is_none() && !n.starts_with("pool.") && !n.starts_with("stitch."))
             .map(|(n, t)| (n.clone(), t.clone()))
             .collect();
-        if !inherited.contains_key("final_layer.linear.weight") || !inherited.contains_key("x_embedder.proj.weight") {
-            bail!("this run is not a plain ancestry: it has no leaf `final_layer.linear.weight`");
+        if let Some(missing) =
+            ["final_layer.linear.weight", "x_embedder.proj.weight"].into_iter().find(|n| !inherited.contains_key(*n))
+        {
+            bail!("this run is not a plain ancestry: it has no leaf `{missing}`");
         }
         let frozen: Vec<String> = inherited.keys().filter(|n| is_embedding(n)).cloned().collect();
         Ok(pool_depths(opts, graph.depth)?

@@ -145,6 +145,12 @@ fn shallower_descendant_at_low_rank_and_misfits() {
     let wide = tiny_graph(3, 64);
     let e = SvdIndependent.descendant(&lg, &wide, &weights_of(&Dit::new(&wide)), &opts("")).unwrap_err();
     assert!(e.to_string().contains("width 32") && e.to_string().contains("width 64"), "{e}");
+    // A σ table with another number of rows than the ancestry's depth is refused.
+    let mut tampered = lg.clone();
+    let t = tampered.tensors.get_mut("svd.fc1.S").unwrap();
+    *t = Tensor::new(vec![2, 32], t.data[..64].to_vec()).unwrap();
+    let e = SvdIndependent.descendant(&tampered, &g2, &weights_of(&dit2), &opts("")).unwrap_err().to_string();
+    assert!(e.contains("svd.fc1.S") && e.contains("[2, 32]") && e.contains("not (3, r)"), "{e}");
     let other = Learngene { strategy: "fine".into(), ..lg };
     let e = SvdIndependent.descendant(&other, &g2, &weights_of(&dit2), &opts("")).unwrap_err();
     assert!(e.to_string().contains("made by `fine`"), "{e}");
