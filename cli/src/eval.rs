@@ -132,8 +132,8 @@ pub fn run(a: EvalArgs, reg: &Registry, device: DeviceSpec) -> Result<()> {
                 None => ImageSource::Dataset { spec: ck.train.data.clone(), split: Split::Train },
             };
             let ImageSource::Dataset { spec, split } = &reference else { unreachable!() };
-            let ds = data::load(spec, *split)?;
             let i = &ck.graph.input;
+            let ds = data::load_as(spec, *split, Some(i.chw()))?;
             if (ds.channels, ds.height, ds.width) != (i.channels, i.height, i.width) {
                 bail!(
                     "the run makes {}×{}×{} images but the reference {} has {}×{}×{}",
@@ -196,7 +196,11 @@ pub fn run(a: EvalArgs, reg: &Registry, device: DeviceSpec) -> Result<()> {
             s.insert("clip_denoised".into(), (!a.no_clip).into());
             s.insert(
                 "classes".into(),
-                format!("cycled: image i has class i mod {}", ck.graph.conditioning.num_classes).into(),
+                match ck.graph.conditioning.num_classes {
+                    0 => "none: an unconditional graph".to_string(),
+                    c => format!("cycled: image i has class i mod {c}"),
+                }
+                .into(),
             );
             (reference, scores, name)
         }

@@ -237,7 +237,7 @@ fn init_on<D: Backend>(a: InitArgs, reg: &Registry, dev: D) -> Result<()> {
     let heldout = match a.heldout {
         0 => None,
         n => {
-            let data = fine_core::data::load(&cfg.data, fine_core::data::Split::Test)?;
+            let data = fine_core::data::load_as(&cfg.data, fine_core::data::Split::Test, Some(target.input.chw()))?;
             let sched = fine_core::diffusion::NoiseSchedule::new(cfg.beta_schedule, cfg.diffusion_steps);
             Some(fine_core::train::heldout::HeldOut::new(&data, n, &sched, 0)?)
         }
@@ -257,7 +257,7 @@ fn init_on<D: Backend>(a: InitArgs, reg: &Registry, dev: D) -> Result<()> {
         data: fine_core::train::trainer::load_data(&cfg, &target)?,
         heldout: heldout.as_ref(),
     };
-    let probe_data = || fine_core::data::load(&cfg.data, fine_core::data::Split::Train);
+    let probe_data = || fine_core::data::load_as(&cfg.data, fine_core::data::Split::Train, Some(target.input.chw()));
     let d = run::initialize(dev, strategy, &lg, &target, &opts, probe_data, phase)
         .with_context(|| format!("building a descendant of {} from {}", target.name, a.learngene.display()))?;
     if a.init_steps.is_some_and(|n| n > 0) && d.steps == 0 {

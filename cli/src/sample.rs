@@ -69,12 +69,14 @@ fn sample_on<D: fine_core::model::Backend>(
 ) -> Result<(Vec<f32>, Vec<usize>)> {
     let g = &ck.graph;
     let classes = g.conditioning.num_classes;
-    if let Some(c) = a.class {
-        if c >= classes {
-            bail!("--class {c} is out of range: the graph has {classes} classes (0..{})", classes - 1);
+    let labels = match a.class {
+        Some(_) if classes == 0 => bail!("--class: the graph `{}` is unconditional (num_classes: 0)", g.name),
+        Some(c) if c >= classes => {
+            bail!("--class {c} is out of range: the graph has {classes} classes (0..{})", classes - 1)
         }
-    }
-    let labels: Vec<usize> = (0..a.n).map(|i| a.class.unwrap_or(i % classes)).collect();
+        Some(c) => vec![c; a.n],
+        None => fine_core::sample::cycled_labels(g, a.n),
+    };
     let dit = Dit::new(g);
     let weights = if a.no_ema { ck.params.clone() } else { ck.ema.clone() };
     let store = ParamStore::from_values(dev, ck.spec.clone(), weights)?;
@@ -108,7 +110,7 @@ pub fn run(a: SampleArgs, reg: &Registry, device: DeviceSpec) -> Result<()> {
     fine_core::util::mem::check_fits(6.0 * 4.0 * bytes, &format!("--n {}", a.n))?;
     let (x, _) = sample_images(&ck, &a, reg, device)?;
     let i = &ck.graph.input;
-    let nrow = if a.class.is_some() {
+    let nrow = if a.class.is_some() || ck.graph.conditioning.num_classes == 0 {
         (a.n as f64).sqrt().ceil() as usize
     } else {
         ck.graph.conditioning.num_classes.min(a.n)

@@ -54,7 +54,7 @@ pub struct TrainArgs {
 /// Training-config fields settable from the command line.
 #[derive(Args, Debug, Default, Clone)]
 pub struct Overrides {
-    /// Data set: bundled | fashion-mnist | mnist | idx:IMAGES[,LABELS].
+    /// Data set: bundled | fashion-mnist | mnist | idx:IMAGES[,LABELS] | pokemon[:SIDE] | folder:DIR.
     #[arg(long)]
     pub data: Option<String>,
     /// Split: train | test.
@@ -251,7 +251,9 @@ fn watcher<'a, D: fine_core::model::Backend>(
     let set = match a.eval_every {
         0 => None,
         _ => {
-            let data = fine_core::data::load(&t.cfg.data, fine_core::data::Split::Test).context("--eval-every")?;
+            let data =
+                fine_core::data::load_as(&t.cfg.data, fine_core::data::Split::Test, Some(t.dit.graph.input.chw()))
+                    .context("--eval-every")?;
             Some(HeldOut::new(&data, if a.heldout > 0 { a.heldout } else { 256 }, t.schedule(), 0)?)
         }
     };
@@ -282,7 +284,7 @@ fn sample_grid<D: fine_core::model::Backend>(
 ) -> Result<()> {
     let g = &t.dit.graph;
     let classes = g.conditioning.num_classes.max(1);
-    let labels: Vec<usize> = (0..2 * classes).map(|i| i % classes).collect();
+    let labels = fine_core::sample::cycled_labels(g, 2 * classes);
     let n = labels.len();
     let store = t.ema_store()?;
     let den = fine_core::sample::Denoiser { dit: &t.dit, store: &store, labels, cfg_scale: 1.0, chunk: 64 };
@@ -297,7 +299,7 @@ fn sample_grid<D: fine_core::model::Backend>(
 /// Writes RUN/heldout.json: the held-out ε-MSE of the live and EMA weights.
 pub(crate) fn heldout<D: fine_core::model::Backend>(t: &Trainer<D>, dir: &RunDir, n: usize) -> Result<()> {
     use fine_core::train::heldout::HeldOut;
-    let data = fine_core::data::load(&t.cfg.data, fine_core::data::Split::Test)?;
+    let data = fine_core::data::load_as(&t.cfg.data, fine_core::data::Split::Test, Some(t.dit.graph.input.chw()))?;
     let set = HeldOut::new(&data, n, t.schedule(), 0)?;
     let live = set.loss(&t.dit, &t.store, 64)?;
     let ema = set.loss(&t.dit, &t.ema_store()?, 64)?;

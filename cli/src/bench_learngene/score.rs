@@ -74,7 +74,7 @@ impl<'a> Scorer<'a> {
     /// The held-out ε-MSE of `store` (a model of `t`'s graph) on `data`'s test split (`eval.n` images).
     pub fn heldout<D: Backend>(&mut self, t: &Trainer<D>, store: &ParamStore<D>, data: &str) -> Result<f64> {
         if !self.heldout.contains_key(data) {
-            let set = data::load(data, Split::Test)?;
+            let set = data::load_as(data, Split::Test, Some(t.dit.graph.input.chw()))?;
             self.heldout.insert(data.to_string(), HeldOut::new(&set, self.cfg.eval.n, t.schedule(), 0)?);
         }
         self.heldout[data].loss(&t.dit, store, 64)
@@ -152,8 +152,7 @@ impl<'a> Scorer<'a> {
     /// `n` samples of the live weights, quantized to u8 like real images.
     fn sample<D: Backend>(&self, t: &Trainer<D>, n: usize) -> Result<Vec<u8>> {
         let e = &self.cfg.eval;
-        let classes = t.dit.graph.conditioning.num_classes;
-        let labels: Vec<usize> = (0..n).map(|i| i % classes).collect();
+        let labels = fine_core::sample::cycled_labels(&t.dit.graph, n);
         let sampler = self.reg.sampler(&e.sampler)?;
         let opts = Options::parse(&sampler.info(), "")?;
         let den = Denoiser { dit: &t.dit, store: &t.store, labels, cfg_scale: e.cfg_scale, chunk: 64 };

@@ -66,7 +66,9 @@ pub fn encode_idx(a: &IdxArray) -> Result<Vec<u8>> {
     }
     let mut out = vec![0, 0, TYPE_U8, a.dims.len() as u8];
     for &d in &a.dims {
-        out.extend_from_slice(&u32::try_from(d).map_err(|_| anyhow::anyhow!("IDX: dim {d} exceeds u32"))?.to_be_bytes());
+        out.extend_from_slice(
+            &u32::try_from(d).map_err(|_| anyhow::anyhow!("IDX: dim {d} exceeds u32"))?.to_be_bytes(),
+        );
     }
     out.extend_from_slice(&a.data);
     Ok(out)

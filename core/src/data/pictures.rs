@@ -101,14 +101,22 @@ pub fn load_folder(dir: &Path, target: Target, split: Split, cache_dir: &Path) -
     let entries = list(&root)?;
     let classes: Vec<&(PathBuf, String)> = entries.iter().filter(|(p, _)| p.is_dir()).collect();
     let pictures = |d: &Path, prefix: &str| -> Result<Vec<(PathBuf, String)>> {
-        Ok(list(d)?.into_iter().filter(|(p, n)| p.is_file() && is_picture(n)).map(|(p, n)| (p, format!("{prefix}{n}"))).collect())
+        Ok(list(d)?
+            .into_iter()
+            .filter(|(p, n)| p.is_file() && is_picture(n))
+            .map(|(p, n)| (p, format!("{prefix}{n}")))
+            .collect())
     };
     let mut per_class: Vec<Vec<(PathBuf, String)>> = Vec::new();
     if classes.is_empty() {
         per_class.push(pictures(&root, "")?);
     } else {
         if let Some((p, _)) = entries.iter().find(|(p, n)| p.is_file() && is_picture(n)) {
-            bail!("{}: a picture beside the class folders of {}: move it into one of them", p.display(), root.display());
+            bail!(
+                "{}: a picture beside the class folders of {}: move it into one of them",
+                p.display(),
+                root.display()
+            );
         }
         if classes.len() > MAX_CLASSES {
             bail!("{}: {} class folders, at most {MAX_CLASSES} are supported", root.display(), classes.len());
@@ -143,9 +151,11 @@ fn list(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
     let mut out = Vec::new();
     for e in rd {
         let e = e.with_context(|| format!("{}: cannot read the folder", dir.display()))?;
-        let name = e.file_name().to_str().map(str::to_string).ok_or_else(|| {
-            anyhow!("{}: a file name that is not UTF-8: {:?}", dir.display(), e.file_name())
-        })?;
+        let name = e
+            .file_name()
+            .to_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("{}: a file name that is not UTF-8: {:?}", dir.display(), e.file_name()))?;
         if !name.starts_with('.') {
             out.push((e.path(), name));
         }
@@ -216,7 +226,9 @@ mod tests {
 
     /// A square SVG of one colour.
     fn square(colour: &str) -> String {
-        format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10" fill="{colour}"/></svg>"#)
+        format!(
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10" fill="{colour}"/></svg>"#
+        )
     }
 
     fn png(rgb: [u8; 3]) -> Vec<u8> {

@@ -84,7 +84,10 @@ pub fn picture(bytes: &[u8], origin: &str, target: Target) -> Result<Vec<u8>> {
     }
     // Shorter side to the target, then the centre.
     let s = target.side as f64 / w.min(h) as f64;
-    let (rw, rh) = (((w as f64 * s).round() as u32).max(target.side as u32), ((h as f64 * s).round() as u32).max(target.side as u32));
+    let (rw, rh) = (
+        ((w as f64 * s).round() as u32).max(target.side as u32),
+        ((h as f64 * s).round() as u32).max(target.side as u32),
+    );
     let resized = imageops::resize(&rgb, rw, rh, FilterType::Lanczos3);
     let (x0, y0) = ((rw - target.side as u32) / 2, (rh - target.side as u32) / 2);
     let crop = imageops::crop_imm(&resized, x0, y0, target.side as u32, target.side as u32).to_image();

@@ -440,13 +440,13 @@ struct Pixels<'a> {
 /// `spatial` (sfid), features `pool` (pr).
 fn inception_stats(net: &Inception, px: &Pixels, metrics: &[Metric], progress: &dyn Progress) -> Result<FeatureStats> {
     let Pixels { name, images, c, h, w } = *px;
-    if c != 1 {
-        bail!("{name}: the Inception features take grayscale images, these have {c} channels");
+    if c != 1 && c != 3 {
+        bail!("{name}: the Inception features take grey or RGB images, these have {c} channels");
     }
-    let n = images.len() / (h * w);
+    let n = images.len() / (c * h * w);
     let spatial = metrics.contains(&Metric::Sfid);
     progress.start(&format!("Inception features of {name}"), n);
-    let f = net.features_u8(images, n, h, w, spatial, &|k| progress.advance(k))?;
+    let f = net.features_u8_chw(images, n, c, h, w, spatial, &|k| progress.advance(k))?;
     progress.finish();
     let mut s = FeatureStats { n, ..Default::default() };
     if metrics.contains(&Metric::Fid) {

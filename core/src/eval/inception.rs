@@ -457,8 +457,28 @@ impl Inception {
         spatial: bool,
         progress: &dyn Fn(usize),
     ) -> Result<Features> {
-        if images.len() != n * h * w {
-            bail!("Inception: {} bytes of images, expected n·h·w = {n}·{h}·{w} = {}", images.len(), n * h * w);
+        self.features_u8_chw(images, n, 1, h, w, spatial, progress)
+    }
+
+    /// Features of `n` u8 images of `c × h × w` (NCHW, C = 1 grey or 3 RGB):
+    /// [`features_u8`](Self::features_u8) for any channel count pytorch-fid takes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn features_u8_chw(
+        &self,
+        images: &[u8],
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        spatial: bool,
+        progress: &dyn Fn(usize),
+    ) -> Result<Features> {
+        if c != 1 && c != 3 {
+            bail!("Inception: images must have 1 (grey) or 3 (RGB) channels, these have {c}");
+        }
+        let per = c * h * w;
+        if images.len() != n * per {
+            bail!("Inception: {} bytes of images, expected n·c·h·w = {n}·{c}·{h}·{w} = {}", images.len(), n * per);
         }
         if n > 0 && (h == 0 || w == 0) {
             bail!("Inception: empty {h}×{w} images");
@@ -467,7 +487,7 @@ impl Inception {
         let mut sfid = spatial.then(|| Vec::with_capacity(n * SPATIAL_DIM));
         for start in (0..n).step_by(self.batch) {
             let k = self.batch.min(n - start);
-            let x = preprocess_u8(&images[start * h * w..(start + k) * h * w], k, h, w, self.threads);
+            let x = preprocess_u8_chw(&images[start * per..(start + k) * per], k, c, h, w, self.threads);
             let (p, s) = self.forward(&x, spatial);
             pool.extend_from_slice(&p);
             if let (Some(all), Some(s)) = (sfid.as_mut(), s) {
@@ -483,13 +503,27 @@ impl Inception {
 /// 3 channels, bilinear resize to 299×299 (align_corners = false), `2x − 1`.
 /// Returns `(N, 299, 299, 3)`.
 pub fn preprocess_u8(images: &[u8], n: usize, h: usize, w: usize, threads: usize) -> Act {
+    preprocess_u8_chw(images, n, 1, h, w, threads)
+}
+
+/// [`preprocess_u8`] of `c`-channel NCHW images: each of the 3 input channels
+/// of the network is resized from its own plane (C = 3) or from the one grey
+/// plane (C = 1, pytorch-fid's `repeat(1, 3, 1, 1)`). Returns `(N, 299, 299, 3)`.
+pub fn preprocess_u8_chw(images: &[u8], n: usize, c: usize, h: usize, w: usize, threads: usize) -> Act {
     let s = INPUT_SIZE;
     let mut x = Act::zeros(n, s, s, 3);
     ops::par_chunks(&mut x.data, s * s * 3, threads, |b, dst| {
-        let plane: Vec<f32> = images[b * h * w..(b + 1) * h * w].iter().map(|&v| v as f32 / 255.0).collect();
-        let r = ops::resize_bilinear(&plane, h, w, s, s);
-        for (px, &v) in dst.chunks_mut(3).zip(&r) {
-            px.fill(v * 2.0 - 1.0);
+        let img = &images[b * c * h * w..(b + 1) * c * h * w];
+        let planes: Vec<Vec<f32>> = (0..c)
+            .map(|k| {
+                let plane: Vec<f32> = img[k * h * w..(k + 1) * h * w].iter().map(|&v| v as f32 / 255.0).collect();
+                ops::resize_bilinear(&plane, h, w, s, s)
+            })
+            .collect();
+        for (i, px) in dst.chunks_mut(3).enumerate() {
+            for (k, v) in px.iter_mut().enumerate() {
+                *v = planes[k % c][i] * 2.0 - 1.0;
+            }
         }
     });
     x
@@ -534,6 +568,25 @@ mod tests {
             let px = &x.data[(7 * 299 + ox) * 3..(7 * 299 + ox) * 3 + 3];
             assert!(px.iter().all(|&p| (p - (2.0 * v - 1.0)).abs() < 1e-6), "{ox}: {px:?}");
         }
+    }
+
+    #[test]
+    fn rgb_preprocessing_resizes_each_plane_into_its_channel() {
+        // Two 2×2 RGB images; each plane resized alone lands in its channel, and
+        // an RGB image with equal planes is exactly its grey image.
+        let rgb: Vec<u8> = (0..24).map(|i| (i * 11) as u8).collect();
+        let x = preprocess_u8_chw(&rgb, 2, 3, 2, 2, 2);
+        for b in 0..2 {
+            for k in 0..3 {
+                let plane = &rgb[(b * 3 + k) * 4..(b * 3 + k + 1) * 4];
+                let grey = preprocess_u8(plane, 1, 2, 2, 1);
+                let got = x.data[b * 299 * 299 * 3..(b + 1) * 299 * 299 * 3].iter().skip(k).step_by(3);
+                assert!(got.zip(grey.data.iter().step_by(3)).all(|(a, e)| a == e), "image {b} channel {k}");
+            }
+        }
+        let grey = [10u8, 200, 30, 90];
+        let same: Vec<u8> = grey.iter().cycle().take(12).copied().collect();
+        assert_eq!(preprocess_u8_chw(&same, 1, 3, 2, 2, 1).data, preprocess_u8(&grey, 1, 2, 2, 1).data);
     }
 
     #[test]

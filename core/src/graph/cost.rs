@@ -13,8 +13,12 @@
 use super::Graph;
 
 /// Rows of the label table: one per class, plus the null class iff labels are
-/// dropped during training (DiT: `use_cfg_embedding = dropout_prob > 0`).
+/// dropped during training (DiT: `use_cfg_embedding = dropout_prob > 0`); 0
+/// (no table) in an unconditional graph, `num_classes: 0`.
 pub fn label_rows(g: &Graph) -> usize {
+    if g.conditioning.num_classes == 0 {
+        return 0;
+    }
     let null = usize::from(g.conditioning.label_dropout > 0.0);
     g.conditioning.num_classes + null
 }

@@ -123,9 +123,6 @@ fn check_mlp(g: &Graph, out: &mut Vec<String>) {
 /// Class count and label dropout.
 fn check_conditioning(g: &Graph, out: &mut Vec<String>) {
     let c = &g.conditioning;
-    if c.num_classes == 0 {
-        out.push("conditioning.num_classes must be at least 1 (got 0)".into());
-    }
     let p = c.label_dropout;
     if !(0.0..1.0).contains(&p) {
         out.push(format!("conditioning.label_dropout ({p}) must be in [0, 1)"));
@@ -218,7 +215,7 @@ mod tests {
     #[test]
     fn ranges_are_checked() {
         type Case = (fn(&mut Graph), &'static str);
-        let cases: [Case; 15] = [
+        let cases: [Case; 14] = [
             (|g| g.mlp_ratio = 0.0, "mlp_ratio (0)"),
             (|g| g.mlp_ratio = f64::NAN, "mlp_ratio (NaN)"),
             (|g| g.mlp_ratio = 0.01, "MLP hidden width of 0"),
@@ -228,7 +225,6 @@ mod tests {
             (|g| g.input.height = 1 << 25, "input.height (33554432) exceeds"),
             (|g| g.conditioning.label_dropout = 1.0, "conditioning.label_dropout (1)"),
             (|g| g.conditioning.label_dropout = -0.1, "conditioning.label_dropout (-0.1)"),
-            (|g| g.conditioning.num_classes = 0, "conditioning.num_classes"),
             (|g| g.timestep.freq_dim = 255, "timestep.freq_dim (255)"),
             (|g| g.timestep.freq_dim = 0, "timestep.freq_dim (0)"),
             (|g| g.stitch_after = Some(1), "stitch_after (1) must name a block followed by another (0..=0)"),
@@ -244,6 +240,9 @@ mod tests {
         let mut g = tiny();
         g.conditioning.label_dropout = 0.0;
         validate(&g).unwrap();
+        // Unconditional: no classes at all.
+        g.conditioning.num_classes = 0;
+        validate(&g).unwrap();
     }
 
     #[test]
@@ -252,12 +251,12 @@ mod tests {
         g.depth = 0;
         g.hidden = 100;
         g.heads = 3;
-        g.conditioning.num_classes = 0;
+        g.conditioning.label_dropout = 1.0;
         let msg = validate(&g).unwrap_err().to_string();
         assert!(msg.contains("3 problem(s)"), "{msg}");
         assert_eq!(msg.lines().count(), 4, "{msg}");
         assert!(msg.contains("depth must be at least 1"));
         assert!(msg.contains("hidden (100) is not divisible by heads (3)"));
-        assert!(msg.contains("conditioning.num_classes"));
+        assert!(msg.contains("conditioning.label_dropout"));
     }
 }

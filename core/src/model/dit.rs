@@ -26,7 +26,8 @@ pub struct Dit {
     pub graph: Graph,
     x_embedder: Linear,
     t_embedder: embed::TimestepEmbedder,
-    y_embedder: embed::LabelEmbedder,
+    /// Absent in an unconditional graph (`num_classes: 0`): c = t alone.
+    y_embedder: Option<embed::LabelEmbedder>,
     blocks: Vec<DitBlock>,
     stitch: Option<(usize, Linear)>,
     final_layer: FinalLayer,
@@ -44,7 +45,7 @@ impl Dit {
             graph: g.clone(),
             x_embedder: Linear::new("x_embedder.proj", g.patch_dim(), d),
             t_embedder: embed::TimestepEmbedder::new(d, g.timestep.freq_dim, g.timestep.max_period),
-            y_embedder: embed::LabelEmbedder { rows, dim: d },
+            y_embedder: (rows > 0).then_some(embed::LabelEmbedder { rows, dim: d }),
             blocks: (0..g.depth)
                 .map(|i| DitBlock::new(i, d, g.heads, g.mlp_hidden(), g.block.qkv_bias, g.block.norm_eps))
                 .collect(),
@@ -62,7 +63,9 @@ impl Dit {
         let mut out = Vec::new();
         embed::declare_patch(&self.x_embedder, self.graph.input.channels, self.graph.patch_size, &mut out);
         self.t_embedder.declare(&mut out);
-        self.y_embedder.declare(&mut out);
+        if let Some(y) = &self.y_embedder {
+            y.declare(&mut out);
+        }
         for (l, block) in self.blocks.iter().enumerate() {
             block.declare(l, &mut out);
         }
@@ -91,7 +94,8 @@ impl Dit {
 
     /// Index of the null (unconditional) class, if the graph has one.
     pub fn null_class(&self) -> Option<usize> {
-        (self.graph.conditioning.label_dropout > 0.0).then_some(self.graph.conditioning.num_classes)
+        let c = &self.graph.conditioning;
+        (c.num_classes > 0 && c.label_dropout > 0.0).then_some(c.num_classes)
     }
 
     /// Number of values in one image, C·H·W.
@@ -158,7 +162,10 @@ impl Dit {
         let mut h = self.x_embedder.forward(p, patches)?.reshape_like(&(b, tok, d))
             + pos.broadcast_like::<_, Axis<0>>(&(b, tok, d)); // (B, T, D)
 
-        let c = self.t_embedder.forward(p, t)? + self.y_embedder.forward(p, y)?; // (B, D)
+        let c = match &self.y_embedder {
+            Some(emb) => self.t_embedder.forward(p, t)? + emb.forward(p, y)?, // (B, D)
+            None => self.t_embedder.forward(p, t)?,                           // unconditional: labels unread
+        };
         let c_silu = silu(c); // every adaLN applies SiLU to c first
         for (i, block) in self.blocks.iter().take(n).enumerate() {
             h = block.forward(p, h, c_silu.with_empty_tape())?;

@@ -63,7 +63,10 @@ pub fn describe(g: &Graph) -> String {
     if let Some(k) = g.stitch_after {
         s += &format!("  stitch       linear {0}→{0} between blocks {k} and {1}\n", g.hidden, k + 1);
     }
-    s += &format!("  classes      {}{null}\n", g.conditioning.num_classes);
+    match g.conditioning.num_classes {
+        0 => s += "  classes      none (unconditional)\n",
+        c => s += &format!("  classes      {c}{null}\n"),
+    }
     s += &format!("  parameters   {} ({})\n", thousands(n as u64), human(n as f64));
     for (group, count) in param_groups(g) {
         s += &format!("    {group:<12} {:>14} ({})\n", thousands(count as u64), human(count as f64));

@@ -12,6 +12,13 @@ pub use fine_plugin_api::sampler::{predict_x0, timesteps, Spacing};
 pub use fine_plugin_api::{EpsFn, Options, Sampler, SamplerContext};
 use rand::{Rng, SeedableRng};
 
+/// Labels of `n` images to sample from `graph`: image i has class i mod the
+/// class count, or 0 (unread) in an unconditional graph.
+pub fn cycled_labels(graph: &fine_plugin_api::Graph, n: usize) -> Vec<usize> {
+    let classes = graph.conditioning.num_classes;
+    (0..n).map(|i| if classes == 0 { 0 } else { i % classes }).collect()
+}
+
 /// The model as a denoiser: ε̂(x_t, t) for fixed labels, with classifier-free
 /// guidance `ε_u + s·(ε_c − ε_u)` when `cfg_scale ≠ 1`, evaluated in chunks.
 pub struct Denoiser<'a, D: Backend> {
@@ -37,6 +44,11 @@ impl<'a, D: Backend> Denoiser<'a, D> {
         }
         let guided = self.cfg_scale != 1.0;
         let null = match (guided, self.dit.null_class()) {
+            (true, None) if self.dit.graph.conditioning.num_classes == 0 => bail!(
+                "the graph `{}` is unconditional (num_classes: 0): classifier-free guidance needs classes \
+                 (use a guidance scale of 1)",
+                self.dit.graph.name
+            ),
             (true, None) => bail!("classifier-free guidance needs a null class (graph label_dropout > 0)"),
             (_, nc) => nc.unwrap_or(0),
         };
@@ -125,5 +137,36 @@ mod tests {
                 assert!((g - want).abs() <= 1e-5 * (1.0 + want.abs()), "scale {s}: {g} vs {want}");
             }
         }
+    }
+
+    /// An unconditional graph (`num_classes: 0`) has no label table, reads no
+    /// label, and refuses guidance by name.
+    #[test]
+    fn an_unconditional_graph_has_no_label_table_and_refuses_guidance() {
+        let mut g = crate::graph::from_file(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../graphs/pokemon-tiny.ron"
+        )))
+        .unwrap();
+        assert_eq!(g.conditioning.num_classes, 0);
+        let dit = Dit::new(&g);
+        assert!(dit.weights().iter().all(|w| !w.name.starts_with("y_embedder")));
+        assert_eq!(dit.null_class(), None);
+        let mut spec = dit.plain_parameterization();
+        spec.leaves.iter_mut().for_each(|l| l.init = Init::Normal { std: 0.2 });
+        let store =
+            ParamStore::init(CpuDevice::default(), spec, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1)).unwrap();
+        let x: Vec<f32> = (0..2 * dit.image_len()).map(|i| ((i * 7 % 23) as f32 - 11.0) / 11.0).collect();
+        let den =
+            |labels: Vec<usize>, cfg_scale: f32| Denoiser { dit: &dit, store: &store, labels, cfg_scale, chunk: 2 };
+        let a = den(cycled_labels(&g, 2), 1.0).eps(&x, 300).unwrap();
+        assert_eq!(cycled_labels(&g, 3), [0, 0, 0]);
+        assert_eq!(a, den(vec![7, 123], 1.0).eps(&x, 300).unwrap(), "labels must not be read");
+        let e = den(vec![0, 0], 2.0).eps(&x, 300).unwrap_err().to_string();
+        assert!(e.contains("pokemon-tiny") && e.contains("unconditional"), "{e}");
+        // The same graph with classes has the table, and its labels matter.
+        g.conditioning.num_classes = 4;
+        assert!(Dit::new(&g).weights().iter().any(|w| w.name == "y_embedder.embedding_table.weight"));
+        assert_eq!(cycled_labels(&g, 6), [0, 1, 2, 3, 0, 1]);
     }
 }

@@ -91,7 +91,7 @@ pub fn load_data(cfg: &TrainConfig, graph: &Graph) -> Result<Dataset> {
         let (i, classes) = (&graph.input, graph.conditioning.num_classes.min(256));
         return Ok(Dataset::synthetic(1024, i.channels, i.height, i.width, classes, cfg.seed));
     }
-    data::load(&cfg.data, split)
+    data::load_as(&cfg.data, split, Some(graph.input.chw()))
 }
 
 /// The random stream of step `s` of a run seeded with `seed`.
@@ -177,7 +177,9 @@ impl<D: Backend> Trainer<D> {
                 g.width
             );
         }
-        if data.num_classes > dit.graph.conditioning.num_classes {
+        // An unconditional graph (0 classes) trains on any data and ignores its labels.
+        let classes = dit.graph.conditioning.num_classes;
+        if classes > 0 && data.num_classes > classes {
             bail!(
                 "data `{}` has {} classes, the graph has only {}",
                 cfg.data,

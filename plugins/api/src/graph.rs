@@ -57,9 +57,12 @@ pub struct InputSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Conditioning {
-    /// Number of real classes; the label table has one more row (the null class).
+    /// Number of real classes; the label table has one more row (the null class)
+    /// when `label_dropout > 0`. 0: an unconditional model, with no label table
+    /// (labels are not read, guidance is refused).
     pub num_classes: usize,
-    /// Probability of replacing a label by the null class during training (DiT: 0.1).
+    /// Probability of replacing a label by the null class during training (DiT: 0.1);
+    /// unused when `num_classes` is 0.
     #[serde(default = "default_label_dropout")]
     pub label_dropout: f64,
 }
@@ -139,6 +142,13 @@ fn default_freq_dim() -> usize {
 }
 fn default_max_period() -> f64 {
     10000.0
+}
+
+impl InputSpec {
+    /// `[C, H, W]`.
+    pub fn chw(&self) -> [usize; 3] {
+        [self.channels, self.height, self.width]
+    }
 }
 
 impl Graph {

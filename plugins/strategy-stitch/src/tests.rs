@@ -86,8 +86,7 @@ fn least_squares_recovers_an_affine_map() {
     // ridge (positive) keeps them solvable and that feature's weight is 0.
     let x0: Vec<f32> = (0..n).flat_map(|r| [(r as f32 * 0.37).sin(), 0.0]).collect();
     let y0: Vec<f32> = x0.chunks(2).map(|r| 3.0 * r[0] - 0.5).collect();
-    let (fw, fb) =
-        least_squares(&Tensor::new(vec![n, 2], x0).unwrap(), &Tensor::new(vec![n, 1], y0).unwrap()).unwrap();
+    let (fw, fb) = least_squares(&Tensor::new(vec![n, 2], x0).unwrap(), &Tensor::new(vec![n, 1], y0).unwrap()).unwrap();
     assert!((fw.data[0] - 3.0).abs() < 1e-4 && fw.data[1] == 0.0 && (fb.data[0] + 0.5).abs() < 1e-4, "{fw:?} {fb:?}");
     assert!(least_squares(
         &Tensor::new(vec![2, 5], vec![0.0; 10]).unwrap(),
@@ -181,7 +180,12 @@ fn member_depth_is_taken_whole_and_bad_targets_are_refused() {
     // A member with blocks but without its final layer is not a distilled member either.
     let (_, full) = learngene();
     let mut leaves = leaf_values(&spec);
-    leaves.extend(full.tensors.iter().filter(|(n, _)| !n.ends_with("final_layer.linear.weight")).map(|(n, t)| (n.clone(), t.clone())));
+    leaves.extend(
+        full.tensors
+            .iter()
+            .filter(|(n, _)| !n.ends_with("final_layer.linear.weight"))
+            .map(|(n, t)| (n.clone(), t.clone())),
+    );
     let e = Stitch.extract(&anc, &weights_of(&Dit::new(&anc)), &spec, &leaves, &o).unwrap_err().to_string();
     assert!(e.contains("was not distilled"), "{e}");
     // The pool is refused for a run that lacks either inherited layer, naming it.
