@@ -71,6 +71,11 @@ fn pokemon_trains_samples_and_scores_unconditionally_in_rgb() {
     assert!(e.contains("unconditional") && e.contains("pokemon-tiny"), "{e}");
     let e = fails(&["sample", "--run", s(&run), "--n", "2", "--class", "1", "--out", s(&grid)], c);
     assert!(e.contains("--class") && e.contains("unconditional"), "{e}");
+    // A look at the data: an RGB grid.
+    let look = tmp.path().join("data.png");
+    let out = ok(&["data", "show", "pokemon", "--split", "test", "--n", "4", "--out", s(&look)], c);
+    assert!(out.contains("66 images of 3×32×32"), "{out}");
+    assert_eq!(image::open(&look).unwrap().color().channel_count(), 3);
     // Inception FID on colour images: the real train and test artworks differ, a set
     // against itself scores 0.
     let json = tmp.path().join("fid.json");

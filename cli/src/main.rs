@@ -6,6 +6,7 @@
 mod bench;
 mod bench_gemm;
 mod bench_learngene;
+mod data_cmd;
 mod demo;
 mod eval;
 mod export;
@@ -52,6 +53,11 @@ enum Cmd {
     Eval(eval::EvalArgs),
     /// Write a run's weights as a plain DiT state dict (facebookresearch DiT's names and shapes).
     Export(export::ExportArgs),
+    /// Look at data sets.
+    Data {
+        #[command(subcommand)]
+        cmd: data_cmd::DataCmd,
+    },
     /// Inspect graph files.
     Graph {
         #[command(subcommand)]
@@ -157,6 +163,7 @@ fn main() {
                 Cmd::Learngene { cmd } => learngene::learngene(cmd, &reg, dev),
                 Cmd::Init(a) => learngene::init(a, &reg, dev),
                 Cmd::Graph { cmd } => graph_cmd::run(cmd),
+                Cmd::Data { cmd } => data_cmd::run(cmd),
                 Cmd::Demo(a) => demo::run(a, &reg, dev),
                 Cmd::Plugins { cmd } => plugins::run(cmd, &reg),
                 Cmd::Bench { cmd } => bench::run(cmd, &reg, dev),
