@@ -71,6 +71,9 @@ fn pokemon_trains_samples_and_scores_unconditionally_in_rgb() {
     assert!(e.contains("unconditional") && e.contains("pokemon-tiny"), "{e}");
     let e = fails(&["sample", "--run", s(&run), "--n", "2", "--class", "1", "--out", s(&grid)], c);
     assert!(e.contains("--class") && e.contains("unconditional"), "{e}");
+    // No DiT state dict for a model without a label table.
+    let e = fails(&["export", "--run", s(&run), "--out", s(&tmp.path().join("dit.safetensors"))], c);
+    assert!(e.contains("unconditional"), "{e}");
     // A look at the data: an RGB grid.
     let look = tmp.path().join("data.png");
     let out = ok(&["data", "show", "pokemon", "--split", "test", "--n", "4", "--out", s(&look)], c);

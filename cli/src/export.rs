@@ -50,6 +50,14 @@ pub fn run(a: ExportArgs) -> Result<()> {
             g.input.width
         );
     }
+    if g.conditioning.num_classes == 0 {
+        bail!(
+            "{}: the graph `{}` is unconditional (num_classes: 0); facebookresearch DiT always has a label \
+             table, so there is no DiT state dict to write",
+            a.run.display(),
+            g.name
+        );
+    }
     let shapes: BTreeMap<String, Vec<usize>> = dit.weight_shapes().into_iter().collect();
     let mut t = Tensors::new();
     for (name, v) in plain {
