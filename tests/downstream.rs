@@ -132,3 +132,28 @@ fn a_folder_of_pngs_trains_a_class_conditional_model() {
     );
     assert!(e.contains("nope") && e.contains("not a folder"), "{e}");
 }
+
+/// A learngene made on grey 28×28 Fashion-MNIST initializes an RGB 32×32
+/// Pokémon model: the shape-bound weights start fresh, the blocks transfer.
+#[test]
+fn a_grey_learngene_initializes_an_rgb_model_of_another_shape() {
+    let (tmp, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let c = cache.path();
+    let (anc, lg, d) = (tmp.path().join("anc"), tmp.path().join("lg.safetensors"), tmp.path().join("d"));
+    ok(&["pretrain", "--strategy", "fine", "--graph", "graphs/fmnist-tiny.ron", "--steps", "5", "--out", s(&anc)], c);
+    ok(&["learngene", "extract", "--run", s(&anc), "--out", s(&lg)], c);
+    let o = fine(
+        &["init", "--learngene", s(&lg), "--graph", "graphs/pokemon-tiny.ron", "--data", "pokemon"]
+            .into_iter()
+            .chain(["--init-steps", "3", "--out", s(&d)])
+            .collect::<Vec<_>>(),
+        c,
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("x_embedder.proj.weight, final_layer.linear.weight, final_layer.linear.bias start fresh"),
+        "{err}"
+    );
+    ok(&["train", "--from", s(&d), "--data", "pokemon", "--steps", "3", "--batch", "4"], c);
+}

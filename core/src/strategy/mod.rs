@@ -60,11 +60,58 @@ pub fn build_descendant(
         bail!("the strategy changed the input, patch size or classes of `{}`", target.name);
     }
     let dit = Dit::new(&g);
+    let (fitted, fresh) = fit_shape_bound(lg, &weights_of(&dit), seed)?;
+    let lg = &fitted;
+    if !fresh.is_empty() {
+        eprintln!(
+            "`{}` has another input shape or class count than the learngene's ancestry: {} start fresh \
+             (DiT's initialization, trained from the first step)",
+            target.name,
+            fresh.join(", ")
+        );
+    }
     let req = s.probes(lg, &g, opts)?;
     let features =
         if req.probes.is_empty() { Tensors::new() } else { pool::run_probes(&lg.tensors, &req, &data()?, seed)? };
-    let d = s.descendant_probed(lg, &g, &weights_of(&dit), opts, &features)?;
+    let mut d = s.descendant_probed(lg, &g, &weights_of(&dit), opts, &features)?;
+    d.spec.leaves.iter_mut().filter(|l| fresh.contains(&l.name)).for_each(|l| l.trainable = true);
     Ok((dit, d))
+}
+
+/// A descendant of another input shape (channels, image size, patch size) or
+/// class count than its ancestry: the learngene with every shape-bound tensor
+/// — a weight outside the blocks (patch embedding, label table, final linear)
+/// whose learngene shape differs from the target's, under its own name or a
+/// strategy's prefix (`pool.d3.x_embedder.proj.weight`) — replaced by a fresh
+/// draw of the target weight's DiT initialization, and a label table added when
+/// the ancestry had none. Returns it with the names of the fresh weights, which
+/// the caller makes trainable. The blocks are never touched: what a strategy
+/// does with them is its own.
+pub fn fit_shape_bound(lg: &Learngene, weights: &[WeightSpec], seed: u64) -> Result<(Learngene, Vec<String>)> {
+    let mut out = lg.clone();
+    let mut fresh = Vec::new();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(u64::MAX - 1);
+    for w in weights.iter().filter(|w| w.block.is_none()) {
+        let suffix = format!(".{}", w.name);
+        let holders: Vec<String> =
+            lg.tensors.keys().filter(|n| **n == w.name || n.ends_with(&suffix)).cloned().collect();
+        let misfit: Vec<&String> = holders.iter().filter(|n| lg.tensors[*n].shape != w.shape).collect();
+        let missing_table = holders.is_empty() && w.role == "label";
+        if misfit.is_empty() && !missing_table {
+            continue;
+        }
+        let n = w.shape.iter().product();
+        let value = Tensor::new(w.shape.clone(), crate::model::store::sample_init(&w.init, n, &mut rng)?)?;
+        for name in misfit {
+            out.tensors.insert(name.clone(), value.clone());
+        }
+        if missing_table {
+            out.tensors.insert(w.name.clone(), value);
+        }
+        fresh.push(w.name.clone());
+    }
+    Ok((out, fresh))
 }
 
 /// Steps of a descendant's initialization phase: `requested` (a flag or a
@@ -174,4 +221,58 @@ pub fn load_learngene(path: &Path) -> Result<Learngene> {
         meta: meta.iter().filter_map(|(k, v)| k.strip_prefix("meta.").map(|k| (k.to_string(), v.clone()))).collect(),
         tensors,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn graph(name: &str) -> Graph {
+        crate::graph::from_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../graphs").join(name)).unwrap()
+    }
+
+    /// A learngene of every weight of `g` (plain names), each filled with its index.
+    fn plain_learngene(g: &Graph) -> Learngene {
+        let tensors = Dit::new(g)
+            .weights()
+            .into_iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let n = w.shape.iter().product();
+                (w.name, Tensor::new(w.shape, vec![i as f32; n]).unwrap())
+            })
+            .collect();
+        Learngene { strategy: "x".into(), strategy_version: "0".into(), meta: BTreeMap::new(), tensors }
+    }
+
+    #[test]
+    fn shape_bound_weights_start_fresh_and_blocks_are_kept() {
+        // 1×28×28, patch 4, 10 classes → 3×32×32, patch 8, unconditional; same blocks.
+        let (grey, rgb) = (graph("fmnist-tiny.ron"), graph("pokemon-tiny.ron"));
+        let mut lg = plain_learngene(&grey);
+        let qkv = lg.tensors["blocks.0.attn.qkv.weight"].clone();
+        lg.tensors.insert("pool.d1.x_embedder.proj.weight".into(), lg.tensors["x_embedder.proj.weight"].clone());
+        let weights = weights_of(&Dit::new(&rgb));
+        let (fitted, fresh) = fit_shape_bound(&lg, &weights, 3).unwrap();
+        assert_eq!(fresh, ["x_embedder.proj.weight", "final_layer.linear.weight", "final_layer.linear.bias"]);
+        let shape = |n: &str| weights.iter().find(|w| w.name == n).unwrap().shape.clone();
+        for name in ["x_embedder.proj.weight", "pool.d1.x_embedder.proj.weight"] {
+            let t = &fitted.tensors[name];
+            assert_eq!(t.shape, shape("x_embedder.proj.weight"), "{name}");
+            assert!(t.data.iter().any(|v| *v != 0.0) && t.data.iter().all(|v| v.abs() < 1.0), "{name}: Xavier");
+        }
+        assert!(fitted.tensors["final_layer.linear.weight"].data.iter().all(|v| *v == 0.0), "DiT's zero init");
+        assert_eq!(fitted.tensors["blocks.0.attn.qkv.weight"], qkv);
+        assert_eq!(fitted.tensors["x_embedder.proj.bias"], lg.tensors["x_embedder.proj.bias"], "same shape: kept");
+        // The same shape: nothing changes.
+        let (same, none) = fit_shape_bound(&lg, &weights_of(&Dit::new(&grey)), 3).unwrap();
+        assert!(none.is_empty() && same.tensors == lg.tensors);
+        // An unconditional ancestry, a conditional target: a fresh label table.
+        let uncond = plain_learngene(&rgb);
+        let mut cond = rgb.clone();
+        cond.conditioning.num_classes = 5;
+        let (fitted, fresh) = fit_shape_bound(&uncond, &weights_of(&Dit::new(&cond)), 3).unwrap();
+        assert_eq!(fresh, ["y_embedder.embedding_table.weight"]);
+        assert_eq!(fitted.tensors["y_embedder.embedding_table.weight"].shape, [6, 32]);
+    }
 }
