@@ -60,7 +60,11 @@ pub fn build_descendant(
         bail!("the strategy changed the input, patch size or classes of `{}`", target.name);
     }
     let dit = Dit::new(&g);
-    let (fitted, fresh) = fit_shape_bound(lg, &weights_of(&dit), seed)?;
+    // Another width is a strategy's own business (FINE projects its learngene;
+    // the others refuse): shape-bound weights are fitted at the ancestry's width only.
+    let same_width = lg.meta.get("hidden").is_none_or(|h| *h == g.hidden.to_string());
+    let (fitted, fresh) =
+        if same_width { fit_shape_bound(lg, &weights_of(&dit), seed)? } else { (lg.clone(), Vec::new()) };
     let lg = &fitted;
     if !fresh.is_empty() {
         eprintln!(
