@@ -71,6 +71,12 @@ fn pokemon_trains_samples_and_scores_unconditionally_in_rgb() {
     assert!(e.contains("unconditional") && e.contains("pokemon-tiny"), "{e}");
     let e = fails(&["sample", "--run", s(&run), "--n", "2", "--class", "1", "--out", s(&grid)], c);
     assert!(e.contains("--class") && e.contains("unconditional"), "{e}");
+    // eval's default metrics leave out cfid for an unlabelled reference, saying so.
+    let o = fine(&["eval", "--run", s(&run), "--n", "4", "--steps", "5", "--sampler", "ddim"], c);
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("cfid (FID on classifier features) is left out"), "{err}");
+    assert!(out.contains("FID (Inception pool3)") && !out.contains("classifier"), "{out}");
     // No DiT state dict for a model without a label table.
     let e = fails(&["export", "--run", s(&run), "--out", s(&tmp.path().join("dit.safetensors"))], c);
     assert!(e.contains("unconditional"), "{e}");

@@ -130,7 +130,7 @@ fn score(out: &std::path::Path, n: usize, reg: &fine_core::plugin::Registry, dev
         let a = crate::eval::EvalArgs {
             run,
             real,
-            metric: "cfid".into(),
+            metric: Some("cfid".into()),
             n: Some(n),
             reference: None,
             sampler: "ddim".into(),

