@@ -53,8 +53,10 @@ fn pokemon_trains_samples_and_scores_unconditionally_in_rgb() {
     );
     assert!(out.contains("pokemon test, N = 32"), "{out}");
     // The artworks were drawn once, into the named cache: train and test sets.
-    let cached: Vec<String> =
-        std::fs::read_dir(c).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let cached: Vec<String> = std::fs::read_dir(c.join("images"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(cached.len(), 4, "{cached:?}");
     assert!(cached.iter().any(|n| n.starts_with("pokemon-train-3x32x32-")), "{cached:?}");
     let heldout: serde_json::Value =

@@ -111,36 +111,25 @@ impl Progress for Bars {
 
 // ----- the command -----
 
+/// Drops cfid from the default metrics when the reference set `ds` has no
+/// classes to train its classifier on (an explicit `--metric cfid` stays, and
+/// fails with the classifier's reason).
+fn leave_out_cfid_if_unlabelled(metrics: &mut Vec<Metric>, explicit: bool, ds: &data::Dataset) {
+    if !explicit && ds.num_classes < 2 && metrics.contains(&Metric::Cfid) {
+        metrics.retain(|m| *m != Metric::Cfid);
+        eprintln!("note: the reference set is unlabelled, so cfid (FID on classifier features) is left out");
+    }
+}
+
 /// `--metric` when it is not given.
 const DEFAULT_METRICS: &str = "fid,sfid,pr,cfid";
 
 /// Runs `fine eval`.
 pub fn run(a: EvalArgs, reg: &Registry, device: DeviceSpec) -> Result<()> {
     let mut metrics = Metric::parse_list(a.metric.as_deref().unwrap_or(DEFAULT_METRICS))?;
-    let unlabelled_reference = match (&a.run, a.real.first(), &a.reference) {
-        (_, _, Some(r)) | (None, Some(r), None) => ImageSource::parse_dataset(r).ok(),
-        (Some(run), None, None) => Checkpoint::load(&RunDir(run.clone()).checkpoint())
-            .ok()
-            .map(|ck| ImageSource::Dataset { spec: ck.train.data, split: Split::Train }),
-        _ => None,
-    }
-    .and_then(|src| match src {
-        ImageSource::Dataset { spec, split } => data::load(&spec, split).ok().map(|d| d.num_classes < 2),
-        _ => None,
-    })
-    .unwrap_or(false);
-    if a.metric.is_none() && unlabelled_reference {
-        metrics.retain(|m| *m != Metric::Cfid);
-        eprintln!("note: the reference set is unlabelled, so cfid (FID on classifier features) is left out");
-    }
     let progress = Bars::default();
     let inception_path = Inception::default_path();
-    let mut settings = serde_json::json!({
-        "metrics": metrics,
-        "inception_weights": metrics.iter().any(|m| *m != Metric::Cfid).then(|| inception_path.display().to_string()),
-        "classifier_seed": metrics.contains(&Metric::Cfid).then_some(a.classifier_seed),
-        "fine_version": env!("CARGO_PKG_VERSION"),
-    });
+    let mut settings = serde_json::json!({ "fine_version": env!("CARGO_PKG_VERSION") });
     let (reference, scores, compared) = match (&a.run, a.real.len()) {
         (Some(run), 0) => {
             let n = a.n.context("--n is required with --run (number of images to sample)")?;
@@ -167,8 +156,9 @@ pub fn run(a: EvalArgs, reg: &Registry, device: DeviceSpec) -> Result<()> {
                     ds.width
                 );
             }
+            leave_out_cfid_if_unlabelled(&mut metrics, a.metric.is_some(), &ds);
             drop(ds);
-            let e = Evaluator::new(config(&metrics, n, spec, a.classifier_seed, inception_path), &progress)?;
+            let e = Evaluator::new(config(&metrics, n, spec, a.classifier_seed, inception_path.clone()), &progress)?;
             let r = e.stats(&reference, &progress)?;
             // ----- sample, quantize like real images -----
             let sa = SampleArgs {
@@ -227,18 +217,18 @@ pub fn run(a: EvalArgs, reg: &Registry, device: DeviceSpec) -> Result<()> {
         }
         (None, 2) => {
             let (ra, rb) = (ImageSource::parse_dataset(&a.real[0])?, ImageSource::parse_dataset(&a.real[1])?);
+            let ImageSource::Dataset { spec, split } = &ra else { unreachable!() };
+            let ds = data::load(spec, *split)?;
+            leave_out_cfid_if_unlabelled(&mut metrics, a.metric.is_some(), &ds);
             let n = match a.n {
                 Some(n) => n,
                 None => {
-                    let len = |s: &ImageSource| -> Result<usize> {
-                        let ImageSource::Dataset { spec, split } = s else { unreachable!() };
-                        Ok(data::load(spec, *split)?.len)
-                    };
-                    len(&ra)?.min(len(&rb)?)
+                    let ImageSource::Dataset { spec: b, split: bs } = &rb else { unreachable!() };
+                    ds.len.min(data::load(b, *bs)?.len)
                 }
             };
-            let ImageSource::Dataset { spec, .. } = &ra else { unreachable!() };
-            let e = Evaluator::new(config(&metrics, n, spec, a.classifier_seed, inception_path), &progress)?;
+            drop(ds);
+            let e = Evaluator::new(config(&metrics, n, spec, a.classifier_seed, inception_path.clone()), &progress)?;
             let (sa, sb) = (e.stats(&ra, &progress)?, e.stats(&rb, &progress)?);
             let scores = e.compare(&sa, &sb)?;
             settings.as_object_mut().unwrap().insert("mode".into(), "real".into());
@@ -248,6 +238,12 @@ pub fn run(a: EvalArgs, reg: &Registry, device: DeviceSpec) -> Result<()> {
         (None, k) => bail!("give --run DIR, or --real twice (two real sets to compare); got {k} --real"),
     };
     let s = settings.as_object_mut().unwrap();
+    s.insert("metrics".into(), serde_json::to_value(&metrics)?);
+    s.insert(
+        "inception_weights".into(),
+        metrics.iter().any(|m| *m != Metric::Cfid).then(|| inception_path.display().to_string()).into(),
+    );
+    s.insert("classifier_seed".into(), metrics.contains(&Metric::Cfid).then_some(a.classifier_seed).into());
     s.insert("reference".into(), reference.name().into());
     s.insert("compared".into(), compared.clone().into());
     s.insert("n".into(), scores.n_reference.into());

@@ -1,6 +1,6 @@
 //! Decoded picture sets kept on disk, so a folder of SVGs or photos is drawn
-//! once: an IDX file of images `(N, C, H, W)` and one of labels `(N)` under
-//! `$FINE_CACHE_DIR`, else `$HOME/.cache/fine/images/`.
+//! once: an IDX file of images `(N, C, H, W)` and one of labels `(N)` in `images/`
+//! under `$FINE_CACHE_DIR`, else under `$HOME/.cache/fine` ([`root`]).
 //!
 //! The key is a CRC-32 of everything that changes the result: [`VERSION`] (bump
 //! it when a decoder changes), the target shape, the split, and every source
@@ -15,36 +15,52 @@ use std::path::{Path, PathBuf};
 /// Version of the decoders whose output is cached (part of every key).
 pub const VERSION: u32 = 1;
 
-/// The folder cached picture sets go in.
+/// The folder cached picture sets go in: `images/` in [`root`].
 pub fn dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("FINE_CACHE_DIR").filter(|v| !v.is_empty()) {
-        return PathBuf::from(d);
-    }
-    let home = std::env::var_os("HOME").filter(|v| !v.is_empty()).map_or_else(|| PathBuf::from("."), PathBuf::from);
-    home.join(".cache/fine/images")
+    root().join("images")
+}
+
+/// The root of everything `fine` caches (picture sets here, feature statistics
+/// in `eval`): `$FINE_CACHE_DIR`, else `$HOME/.cache/fine`.
+pub fn root() -> PathBuf {
+    env_dir("FINE_CACHE_DIR").unwrap_or_else(|| fine_home(""))
+}
+
+/// A non-empty directory from environment variable `var`.
+pub fn env_dir(var: &str) -> Option<PathBuf> {
+    std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
+/// `$HOME/.cache/fine/{sub}`, where the fetch scripts put what they download.
+pub fn fine_home(sub: &str) -> PathBuf {
+    env_dir("HOME").unwrap_or_else(|| PathBuf::from(".")).join(".cache/fine").join(sub)
 }
 
 /// Accumulates the key of one cached set.
-pub struct Key(crc32fast::Hasher);
+pub struct Key {
+    hasher: crc32fast::Hasher,
+    /// `{kind}-{split}-{C}x{H}x{W}`, the readable start of the file names.
+    prefix: String,
+}
 
 impl Key {
     /// A key for data set `kind` (e.g. `pokemon`) with the given `shape` and `split`.
     pub fn new(kind: &str, shape: [usize; 3], split: &str) -> Key {
-        let mut h = crc32fast::Hasher::new();
-        h.update(&VERSION.to_le_bytes());
-        h.update(format!("{kind}\0{shape:?}\0{split}\0").as_bytes());
-        Key(h)
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&VERSION.to_le_bytes());
+        hasher.update(format!("{kind}\0{shape:?}\0{split}\0").as_bytes());
+        Key { hasher, prefix: format!("{kind}-{split}-{}x{}x{}", shape[0], shape[1], shape[2]) }
     }
 
     /// Adds one source file: its path relative to the set's root, its label and its bytes.
     pub fn add(&mut self, rel: &str, label: u8, bytes: &[u8]) {
-        self.0.update(format!("{rel}\0{label}\0{}\0", bytes.len()).as_bytes());
-        self.0.update(bytes);
+        self.hasher.update(format!("{rel}\0{label}\0{}\0", bytes.len()).as_bytes());
+        self.hasher.update(bytes);
     }
 
     /// The stem of the set's cache files: `{kind}-{split}-{C}x{H}x{W}-{crc:08x}`.
-    pub fn stem(self, kind: &str, shape: [usize; 3], split: &str) -> String {
-        format!("{kind}-{split}-{}x{}x{}-{:08x}", shape[0], shape[1], shape[2], self.0.finalize())
+    pub fn stem(self) -> String {
+        format!("{}-{:08x}", self.prefix, self.hasher.finalize())
     }
 }
 

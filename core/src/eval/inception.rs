@@ -170,8 +170,7 @@ impl Inception {
         if let Some(p) = std::env::var_os("FINE_INCEPTION").filter(|p| !p.is_empty()) {
             return PathBuf::from(p);
         }
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-        home.join(".cache/fine/inception").join(WEIGHTS_FILE)
+        crate::data::cache::fine_home("inception").join(WEIGHTS_FILE)
     }
 
     /// Loads converted weights, checking every name and shape.

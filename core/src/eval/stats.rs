@@ -25,11 +25,7 @@ pub const FORMAT: &str = "fine-stats/1";
 
 /// `$FINE_CACHE_DIR`, else `$HOME/.cache/fine`.
 pub fn cache_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("FINE_CACHE_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d);
-    }
-    let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from).unwrap_or_else(|| ".".into());
-    home.join(".cache/fine")
+    crate::data::cache::root()
 }
 
 /// Where the statistics of `n` images of `dataset`/`split` under `extractor` are cached.
